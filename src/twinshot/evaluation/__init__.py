@@ -1,0 +1,1 @@
+"""Evaluation: verification metrics and the field's one-shot protocols."""

@@ -1,0 +1,13 @@
+"""Models: encoders, heads, the Siamese network, and saving/loading them."""
+
+from twinshot.models.encoders import ENCODERS, CompactEncoder, Encoder, KochEncoder
+from twinshot.models.heads import HEADS, CosineHead, EuclideanHead, Head, WeightedL1Head
+from twinshot.models.io import fingerprint, load_model, model_metadata, resolve_model_dir, save_model, shipped_models
+from twinshot.models.siamese import ModelSpec, SiameseNetwork, build_model
+
+__all__ = [
+    "ENCODERS", "HEADS", "Encoder", "Head", "KochEncoder", "CompactEncoder",
+    "EuclideanHead", "CosineHead", "WeightedL1Head", "ModelSpec", "SiameseNetwork",
+    "build_model", "save_model", "load_model", "model_metadata", "resolve_model_dir",
+    "fingerprint", "shipped_models",
+]

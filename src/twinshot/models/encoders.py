@@ -1,0 +1,133 @@
+"""Encoders: one branch of the Siamese network, ``(B, C, H, W) float -> (B, D)``.
+
+Every encoder is an ``nn.Module`` with ``embedding_dim`` (D) and ``input_shape``
+(C, H, W), and is registered by name in :data:`ENCODERS` so configs and the CLI can
+build it: ``ENCODERS.build("compact", embedding_dim=64)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from twinshot.errors import ConfigError
+from twinshot.registry import Registry
+
+
+class Encoder(nn.Module):
+    """Base class: maps ``(B, C, H, W)`` float images to ``(B, embedding_dim)`` embeddings."""
+
+    embedding_dim: int
+    input_shape: tuple[int, int, int]
+    #: True if embeddings are L2-normalised (unit length).
+    normalized: bool = False
+
+
+ENCODERS: Registry[Encoder] = Registry("encoder")
+
+
+@ENCODERS.register("koch")
+class KochEncoder(Encoder):
+    """The convolutional branch of Koch, Zemel & Salakhutdinov (2015), exactly.
+
+    Input 1x105x105. conv 64@10x10, ReLU, max-pool 2 -> 64x48x48;
+    conv 128@7x7, ReLU, max-pool 2 -> 128x21x21; conv 128@4x4, ReLU, max-pool 2 -> 128x9x9;
+    conv 256@4x4, ReLU -> 256x6x6; flatten (9216); fully connected 4096, sigmoid.
+    38,947,648 parameters. Initialisation as in the paper: conv weights N(0, 1e-2),
+    all biases N(0.5, 1e-2), fully connected weights N(0, 0.2) (standard deviations).
+    """
+
+    def __init__(self, in_channels: int = 1, input_size: int = 105, embedding_dim: int = 4096) -> None:
+        super().__init__()
+        if input_size != 105:
+            raise ConfigError("the koch encoder takes 105x105 inputs (input_size=105)")
+        self.input_shape = (in_channels, 105, 105)
+        self.embedding_dim = embedding_dim
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 10), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 7), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(128, 128, 4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(128, 256, 4), nn.ReLU(inplace=True),
+        )
+        self.fc = nn.Linear(256 * 6 * 6, embedding_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 1e-2)
+                nn.init.normal_(m.bias, 0.5, 1e-2)
+        nn.init.normal_(self.fc.weight, 0.0, 0.2)
+        nn.init.normal_(self.fc.bias, 0.5, 1e-2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, 105, 105)`` -> ``(B, 4096)`` in (0, 1)."""
+        return torch.sigmoid(self.fc(torch.flatten(self.features(x), 1)))
+
+
+@ENCODERS.register("compact")
+class CompactEncoder(Encoder):
+    """A small convnet that trains fast on a CPU.
+
+    ``len(widths)`` blocks of conv 3x3 (padding 1), batch norm, ReLU, max-pool 2, then
+    either global average pooling (``pool="avg"``) or flattening (``pool="flatten"``),
+    and, if ``embedding_dim`` is given, a linear projection to it. With the defaults on
+    28x28 grey input this is the "Conv-4" backbone of the few-shot literature (64-d).
+
+    Args:
+        in_channels: 1 or 3.
+        input_size: the square input side (the model's preprocessing resizes to it).
+        widths: output channels of each block.
+        embedding_dim: size of the final projection; ``None`` keeps the pooled features.
+        pool: ``"flatten"`` or ``"avg"``.
+        normalize: L2-normalise the embeddings.
+        dropout: dropout before the projection.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        input_size: int = 28,
+        widths: Sequence[int] = (64, 64, 64, 64),
+        embedding_dim: int | None = None,
+        pool: str = "flatten",
+        normalize: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
+        if pool not in ("flatten", "avg"):
+            raise ConfigError(f"pool must be 'flatten' or 'avg', got {pool!r}")
+        widths = [int(w) for w in widths]
+        if not widths:
+            raise ConfigError("widths must name at least one block")
+        side = input_size
+        for _ in widths:
+            side //= 2
+        if side < 1:
+            raise ConfigError(f"input_size {input_size} is too small for {len(widths)} pooling blocks")
+        blocks: list[nn.Module] = []
+        prev = in_channels
+        for w in widths:
+            blocks += [nn.Conv2d(prev, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            prev = w
+        self.features = nn.Sequential(*blocks)
+        self.pool = pool
+        feat_dim = prev if pool == "avg" else prev * side * side
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.proj = nn.Linear(feat_dim, embedding_dim) if embedding_dim else nn.Identity()
+        self.embedding_dim = int(embedding_dim or feat_dim)
+        self.input_shape = (in_channels, input_size, input_size)
+        self.normalized = normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, S, S)`` -> ``(B, embedding_dim)``."""
+        h = self.features(x)
+        h = h.mean(dim=(2, 3)) if self.pool == "avg" else torch.flatten(h, 1)
+        h = self.proj(self.dropout(h))
+        return F.normalize(h, dim=1) if self.normalized else h
