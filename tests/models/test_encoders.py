@@ -1,0 +1,98 @@
+"""Encoders: the Koch architecture exactly, the compact encoder's options, and one
+contract test over every registered encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from twinshot.errors import ConfigError
+from twinshot.models import ENCODERS, CompactEncoder, KochEncoder
+
+
+def test_koch_parameter_count_matches_the_paper() -> None:
+    enc = KochEncoder()
+    n = sum(p.numel() for p in enc.parameters())
+    # conv 6,464 + 401,536 + 262,272 + 524,544; fc 9,216*4,096 + 4,096
+    assert n == 38_947_648
+    assert abs(n / 1e6 - 38.95) < 0.01
+
+
+def test_koch_shapes_layer_by_layer() -> None:
+    enc = KochEncoder()
+    x = torch.rand(2, 1, 105, 105)
+    shapes = []
+    for layer in enc.features:
+        x = layer(x)
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+            shapes.append(tuple(x.shape[1:]))
+    assert shapes == [
+        (64, 96, 96), (64, 48, 48),
+        (128, 42, 42), (128, 21, 21),
+        (128, 18, 18), (128, 9, 9),
+        (256, 6, 6),
+    ]
+    out = enc(torch.rand(2, 1, 105, 105))
+    assert out.shape == (2, 4096)
+    assert bool(((out >= 0) & (out <= 1)).all())  # sigmoid (saturates at init)
+
+
+def test_koch_initialisation_follows_the_paper() -> None:
+    torch.manual_seed(0)
+    enc = KochEncoder()
+    convs = [m for m in enc.features if isinstance(m, torch.nn.Conv2d)]
+    w = torch.cat([c.weight.flatten() for c in convs])
+    b = torch.cat([c.bias for c in convs])
+    assert abs(w.mean().item()) < 1e-3 and abs(w.std().item() - 1e-2) < 1e-3
+    assert abs(b.mean().item() - 0.5) < 5e-3 and abs(b.std().item() - 1e-2) < 3e-3
+    assert abs(enc.fc.weight.std().item() - 0.2) < 2e-3
+
+
+def test_koch_refuses_other_input_sizes() -> None:
+    with pytest.raises(ConfigError, match="105"):
+        KochEncoder(input_size=28)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("pool", ["flatten", "avg"])
+def test_compact_encoder_options(channels: int, pool: str) -> None:
+    enc = CompactEncoder(in_channels=channels, input_size=32, widths=(8, 16), embedding_dim=24, pool=pool, normalize=True)
+    out = enc(torch.rand(5, channels, 32, 32))
+    assert out.shape == (5, 24) and enc.embedding_dim == 24
+    assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-5)
+
+
+def test_compact_encoder_without_projection_reports_its_dimension() -> None:
+    enc = CompactEncoder(input_size=28)
+    assert enc.embedding_dim == 64
+    assert enc(torch.rand(2, 1, 28, 28)).shape == (2, 64)
+
+
+def test_compact_encoder_rejects_bad_options() -> None:
+    with pytest.raises(ConfigError, match="too small"):
+        CompactEncoder(input_size=8, widths=(8, 8, 8, 8))
+    with pytest.raises(ConfigError, match="in_channels"):
+        CompactEncoder(in_channels=2)
+
+
+def test_registry_rejects_unknown_names_and_parameters_listing_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="valid: compact, koch"):
+        ENCODERS.build("resnet9000")
+    with pytest.raises(ConfigError, match="unknown parameter.*widht.*valid:.*widths"):
+        ENCODERS.build("compact", widht=3)
+
+
+SMALL = {"koch": {}, "compact": {"input_size": 28, "widths": (8, 8), "embedding_dim": 16}}
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_contract_every_encoder(name: str) -> None:
+    """(B, C, H, W) float -> (B, D), with embedding_dim, a backward pass and finite gradients."""
+    enc = ENCODERS.build(name, **SMALL.get(name, {}))
+    c, h, w = enc.input_shape
+    x = torch.rand(3, c, h, w)
+    out = enc(x)
+    assert out.shape == (3, enc.embedding_dim)
+    out.pow(2).mean().backward()
+    grads = [p.grad for p in enc.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
