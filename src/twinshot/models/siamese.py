@@ -88,9 +88,10 @@ class SiameseNetwork(nn.Module):
         in batches; returns float32 ``(N, D)``."""
         was_training = self.training
         self.eval()
+        device = next(self.parameters()).device
         try:
             out = [
-                self.encoder(self.preprocessing.to_float(images[i : i + batch_size]))
+                self.encoder(self.preprocessing.to_float(images[i : i + batch_size].to(device)))
                 for i in range(0, images.shape[0], batch_size)
             ]
         finally:
