@@ -56,9 +56,12 @@ class KochAffine:
     ``p``: rotation by ``U(-rotation, rotation)`` degrees; shear ``[[1, sx], [sy, 1]]``
     with ``sx, sy ~ U(-shear, shear)``; scale ``diag(cx, cy)`` with ``cx, cy ~ U(*scale)``;
     translation by ``U(-translate, translate)`` pixels along each axis. The distortion is
-    ``translate . rotate . shear . scale`` about the image centre, applied to the whole batch
-    with one ``affine_grid`` + ``grid_sample`` (bilinear); pixels from outside the image
-    are ``fill`` (0: the background once ink is inverted to the foreground).
+    ``translate . rotate . shear . scale`` about the image centre (a scale of 1.2 enlarges
+    the content), applied to the whole batch with one sampling grid (what
+    ``F.affine_grid`` gives, built by broadcasting, which is faster on CPU) and one bilinear
+    ``grid_sample``; pixels from outside the image are ``fill`` (0: the background once ink
+    is inverted to the foreground). Works on any device; the parameters are drawn on the
+    generator's device.
 
     A component is off when its range is empty (``rotation=0``, ``shear=0``,
     ``scale=(1, 1)``, ``translate=0``); with all off, or ``p=0``, the batch is returned as

@@ -15,6 +15,7 @@ uninterrupted one would have seen.
 from __future__ import annotations
 
 import hashlib
+import numbers
 from abc import ABC, abstractmethod
 from typing import Any, Generic, Iterator, NamedTuple, Sequence, TypeVar
 
@@ -72,9 +73,9 @@ B = TypeVar("B")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 class _ClassIndex:
@@ -115,6 +116,10 @@ class _ClassIndex:
             )
         return torch.nonzero(self.counts >= need).flatten()
 
+    def key_width(self, classes: torch.Tensor, k: int) -> int:
+        """Random keys per row that :meth:`distinct_positions` draws for ``classes``."""
+        return int(self.counts[classes].max()) if k > 2 and len(classes) else 1
+
     def pick(self, classes: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Image indices: the ``positions (R, k)``-th images of ``classes (R,)``."""
         return self.order[self.offsets[classes].unsqueeze(1) + positions]
@@ -154,13 +159,17 @@ class _BlockSampler(ABC, Generic[B]):
     block's first batch and the position in the pass.
     """
 
-    block_batches = 64
+    #: Most batches drawn at once.
+    max_block_batches = 64
+    #: Most random keys drawn for one block: small enough that no tensor op is split over
+    #: torch's threads, which wait on each other badly on a busy machine.
+    block_elements = 16384
 
     def __init__(self, batches: int, seed: int) -> None:
         self.batches = _positive_int("batches", batches)
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
-        self.seed = seed
+        self.seed = seed = int(seed)
         self._generator = torch.Generator().manual_seed(seed)
         self._block_state = self._generator.get_state()
         self._block_start = 0
@@ -175,6 +184,15 @@ class _BlockSampler(ABC, Generic[B]):
     @abstractmethod
     def _config(self) -> dict[str, Any]:
         """What must match for a saved state to be loaded."""
+
+    def _batch_elements(self) -> int:
+        """About how many random keys one batch needs (sets the block size)."""
+        return 1
+
+    @property
+    def block_batches(self) -> int:
+        """Batches drawn at once: a function of the arguments only, so resuming is exact."""
+        return max(1, min(self.max_block_batches, self.block_elements // max(1, self._batch_elements())))
 
     def __len__(self) -> int:
         return self.batches
@@ -218,7 +236,7 @@ class _BlockSampler(ABC, Generic[B]):
         """Everything needed to continue exactly where this sampler is now."""
         return {
             "sampler": type(self).__name__,
-            "config": self._config(),
+            "config": {**self._config(), "block_batches": self.block_batches},
             "generator": self._block_state.clone(),
             "block_start": self._block_start,
             "position": self._position,
@@ -229,7 +247,7 @@ class _BlockSampler(ABC, Generic[B]):
         name = state.get("sampler")
         if name != type(self).__name__:
             raise ConfigError(f"sampler state is for {name!r}, not {type(self).__name__!r}")
-        mine = self._config()
+        mine = {**self._config(), "block_batches": self.block_batches}
         theirs = state.get("config", {})
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
@@ -303,6 +321,9 @@ class PairSampler(_BlockSampler[PairBatch]):
             "same_classes": len(self._same_classes),
         }
 
+    def _batch_elements(self) -> int:
+        return 2 * self.batch_size
+
     def _sample_block(self, n: int, g: torch.Generator) -> list[PairBatch]:
         idx = self._index
         parts1, parts2 = [], []
@@ -372,6 +393,9 @@ class TripletSampler(_BlockSampler[TripletBatch]):
             "anchor_classes": len(self._anchor_classes),
         }
 
+    def _batch_elements(self) -> int:
+        return 2 * self.batch_size
+
     def _sample_block(self, n: int, g: torch.Generator) -> list[TripletBatch]:
         idx = self._index
         m = n * self.batch_size
@@ -436,6 +460,9 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
             "batches": self.batches,
             "classes": len(self._classes),
         }
+
+    def _batch_elements(self) -> int:
+        return max(len(self._classes), self.n_classes * self._index.key_width(self._classes, self.n_per_class))
 
     def _sample_block(self, n: int, g: torch.Generator) -> list[torch.Tensor]:
         classes = _distinct_from(self._classes, n, self.n_classes, g).flatten()
@@ -524,6 +551,10 @@ class EpisodeSampler(_BlockSampler[Episode]):
             "classes": len(self._classes),
             "groups": None if self._groups is None else len(self._groups),
         }
+
+    def _batch_elements(self) -> int:
+        width = self._index.key_width(self._classes, self.n_shot + self.n_query)
+        return max(len(self._classes), self.n_way * width)
 
     def _sample_block(self, n: int, g: torch.Generator) -> list[Episode]:
         w, s, q = self.n_way, self.n_shot, self.n_query
