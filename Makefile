@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch first (the CPU wheel), then the package with its test extras, all under the constraints file.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[test,eval,index]"
+	$(PIP) install -q -c constraints.txt -e ".[test,eval,index,export,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from twinshot.cli import demo, evaluate, gallery, models, train, verify
+from twinshot.cli import demo, evaluate, export, gallery, models, train, verify
 
 app = typer.Typer(
     name="twinshot",
@@ -22,6 +22,7 @@ app.command("train", help=train.train.__doc__)(train.train)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(gallery.app, name="gallery")
 app.command("verify", help=verify.verify.__doc__)(verify.verify)
+app.command("export", help=export.export.__doc__)(export.export)
 app.add_typer(models.app, name="models")
 
 

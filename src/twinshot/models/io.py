@@ -43,6 +43,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -62,6 +63,7 @@ def save_model(model: SiameseNetwork, directory: str | os.PathLike, extra: dict[
     os.close(fd)
     try:
         save_file(state, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, directory / WEIGHTS)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
