@@ -1,10 +1,38 @@
-"""``twinshot verify`` (filled in by the gallery work)."""
+"""``twinshot verify``: are two images the same identity?"""
 
 from __future__ import annotations
+
+import json
+import math
+from typing import Optional
 
 import typer
 
 
-def verify() -> None:
+def verify(
+    model: str = typer.Argument(..., help="A shipped model name, a checkpoint or a training run directory."),
+    image1: str = typer.Argument(..., help="The first image."),
+    image2: str = typer.Argument(..., help="The second image."),
+    gallery: Optional[str] = typer.Option(
+        None, "--gallery", help="Use this gallery's calibrated threshold and probabilities (same model required)."
+    ),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Acceptance threshold (a logit); default 0, or the gallery's."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
     """Are two images the same class? Prints the probability and the decision."""
-    raise typer.Exit(1)
+    from twinshot.gallery import Gallery, verify_images
+
+    if gallery is not None:
+        with Gallery.open(gallery, model) as g:
+            result = verify_images(
+                g.model, image1, image2,
+                threshold=g.threshold if threshold is None else threshold, calibration=g.calibration,
+            )
+    else:
+        result = verify_images(model, image1, image2, threshold=0.0 if threshold is None else threshold)
+    if as_json:
+        out = {"image1": image1, "image2": image2, **result.to_dict()}
+        typer.echo(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}))
+        return
+    verdict = "same" if result.same else "different"
+    typer.echo(f"{verdict}: probability {result.probability:.3f} (score {result.score:.3f}, threshold {result.threshold:.3f})")

@@ -1,0 +1,141 @@
+"""Operations on a gallery *file* that need no loaded gallery: resolving and recording
+the model, describing the file, removing an identity, and migrating to a new model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+
+from twinshot.errors import TwinshotError
+from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration
+from twinshot.gallery.embedding import embed_sources
+from twinshot.gallery.store import GalleryStore, StoredRows
+from twinshot.models.siamese import SiameseNetwork
+
+ModelRef = Union[SiameseNetwork, str, os.PathLike]
+
+
+def resolve_model(model: ModelRef) -> tuple[SiameseNetwork, str]:
+    """A model and the reference to store for it (a shipped name or an absolute checkpoint
+    directory; ``""`` for a model that only lives in memory)."""
+    from twinshot.models.io import load_model, resolve_model_dir, shipped_models
+
+    if isinstance(model, SiameseNetwork):
+        source = getattr(model, "source", "")
+        return model, str(Path(source).resolve()) if source and Path(source).exists() else str(source or "")
+    text = os.fspath(model)
+    loaded = load_model(text)
+    return loaded, text if text in shipped_models() else str(resolve_model_dir(text).resolve())
+
+
+def spec_json(model: SiameseNetwork) -> str:
+    spec = model.spec.to_dict() if model.spec is not None else {"preprocessing": model.preprocessing.to_dict()}
+    return json.dumps(spec, sort_keys=True)
+
+
+def model_meta(model: SiameseNetwork, ref: str) -> dict[str, str]:
+    from twinshot.models.io import fingerprint
+
+    return {
+        "fingerprint": fingerprint(model),
+        "model_spec": spec_json(model),
+        "model_ref": ref,
+        "dim": str(model.embedding_dim),
+    }
+
+
+def reembed_store(
+    store: GalleryStore,
+    model: SiameseNetwork,
+    ref: str,
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    meta = store.meta()
+    if meta.get("keep_images") != "1":
+        raise TwinshotError(
+            f"{store.path}: the gallery was created without keeping images, so its references cannot be "
+            f"re-embedded; enroll them again into a new gallery (create with --keep-images to allow this)"
+        )
+    rows = store.load_rows()
+    n = rows.ids.size
+    vectors = np.empty((n, model.embedding_dim), np.float32)
+    step = 4096
+    for a in range(0, n, step):
+        ids = rows.ids[a : a + step]
+        kept = store.images(ids.tolist())
+        missing = [int(i) for i in ids if int(i) not in kept]
+        if missing:
+            raise TwinshotError(f"{store.path}: image {missing[0]} was not kept, so the gallery cannot be re-embedded")
+        vectors[a : a + ids.size] = embed_sources(model, [kept[int(i)] for i in ids], batch_size=batch_size)
+        if progress is not None:
+            progress(min(n, a + step), n)
+    store.rewrite_vectors(
+        StoredRows(ids=rows.ids, identity_ids=rows.identity_ids, vectors=vectors),
+        {
+            **model_meta(model, ref),
+            "threshold": repr(DEFAULT_THRESHOLD),
+            "calibration": json.dumps(Calibration().to_dict()),
+            "calibration_report": "",
+        },
+    )
+    return {"gallery": str(store.path), "embeddings": int(n), "model": ref, "dim": int(model.embedding_dim), "calibration": "reset"}
+
+
+def reembed(
+    path: str | os.PathLike, model: ModelRef, *, index: str = "auto", progress: Callable[[int, int], None] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Migrate the gallery file at ``path`` to ``model`` (its old model is not needed) and
+    return it opened with the new model, plus a summary. See :meth:`Gallery.reembed`."""
+    from twinshot.gallery.gallery import Gallery
+
+    store = GalleryStore.open(path)
+    try:
+        new_model, ref = resolve_model(model)
+        summary = reembed_store(store, new_model, ref, progress=progress)
+        return Gallery(store, new_model, index=index), summary
+    except BaseException:
+        store.close()
+        raise
+
+
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """A gallery's settings and identities, read from the file alone (no model needed)."""
+    store = GalleryStore.open(path)
+    try:
+        meta = store.meta()
+        report = meta.get("calibration_report", "")
+        records = store.list_identities()
+        return {
+            "gallery": str(store.path),
+            "model": meta.get("model_ref", ""),
+            "fingerprint": meta.get("fingerprint", ""),
+            "dim": store.dim,
+            "keep_images": meta.get("keep_images") == "1",
+            "rule": meta.get("rule", "max"),
+            "threshold": float(meta.get("threshold", DEFAULT_THRESHOLD)),
+            "calibration": json.loads(meta.get("calibration") or "{}"),
+            "calibration_report": json.loads(report) if report else None,
+            "n_identities": len(records),
+            "n_embeddings": sum(r.references for r in records),
+            "identities": [
+                {"name": r.name, "references": r.references, "metadata": r.metadata, "created": r.created} for r in records
+            ],
+        }
+    finally:
+        store.close()
+
+
+def remove_identity(path: str | os.PathLike, identity: str) -> int:
+    """Remove ``identity`` from the gallery file at ``path`` (no model needed), in one
+    transaction; returns how many references were removed."""
+    store = GalleryStore.open(path)
+    try:
+        return int(store.remove_identity(identity).size)
+    finally:
+        store.close()

@@ -1,0 +1,887 @@
+"""The gallery: enrolled identities, each with one or more reference embeddings, in one
+SQLite file; identify, verify and search against it.
+
+The office-entry scenario: each employee enrolls one photo; at the door a new photo is
+embedded and compared with every enrolled embedding; above the threshold the person is
+recognised, otherwise ``identity=None`` ("unknown").
+
+Search contract (in the style of faiss's ``Index.search``)
+-----------------------------------------------------------
+* **Scores** are the model head's logits: **higher is more alike**, everywhere (search,
+  identify, verify, thresholds). ``probability`` fields map a score through the gallery's
+  calibration (:class:`twinshot.gallery.calibration.Calibration`; before calibration, the
+  model's own ``sigmoid(score)``).
+* :meth:`Gallery.search` on ``Q`` queries with ``k`` returns a :class:`SearchResult` with
+  ``scores`` float32 ``(Q, k)``, ``image_ids`` int64 ``(Q, k)`` and ``identities``
+  (``Q`` lists of ``k``), each row sorted by decreasing score. When fewer than ``k`` images
+  are enrolled, the missing columns hold score ``-inf``, image id ``-1`` and identity
+  ``None``. Ties are returned in an unspecified order.
+* :meth:`Gallery.identify` returns, for each query, up to ``k`` candidate identities
+  (fewer only when fewer are enrolled), best first, each scored by the **combination rule**
+  over that identity's references: ``"max"`` (default: the best reference's score) or
+  ``"mean"`` (the mean of the reference scores). The result's ``identity`` is the best
+  candidate when its score is ``>= threshold``, else ``None``; ``score`` is the best
+  candidate's score either way.
+* Searching an empty gallery raises :class:`twinshot.errors.TwinshotError`.
+* Exact search by default; ``index="hnsw"`` (or ``"auto"`` with at least
+  :data:`APPROXIMATE_ABOVE` embeddings) finds candidates with faiss HNSW and scores them
+  exactly, so scores stay exact and only recall is approximate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from twinshot.errors import ConfigError, DataError, TwinshotError
+from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration, CalibrationReport, calibrate_scores
+from twinshot.gallery.embedding import as_sequence, embed_sources, embed_uint8, encode_original, model_device, read_listing_bytes
+from twinshot.gallery.files import ModelRef, model_meta, reembed_store, resolve_model
+from twinshot.gallery.results import Candidate, EnrollResult, Identification, SearchResult, Verification
+from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss
+from twinshot.gallery.store import GalleryStore, IdentityRecord, NewIdentity, StoredRows, WriteResult
+from twinshot.models.siamese import SiameseNetwork
+
+#: Combination rules for several references of one identity.
+RULES = ("max", "mean")
+#: Index choices: exact search, faiss HNSW, or HNSW from :data:`APPROXIMATE_ABOVE` embeddings.
+INDEX_KINDS = ("auto", "exact", "hnsw")
+#: With ``index="auto"``, galleries with at least this many embeddings use HNSW.
+APPROXIMATE_ABOVE = 2_000_000
+#: Candidate rows fetched from HNSW per query (at least; more for large k).
+HNSW_MIN_CANDIDATES = 64
+#: Exact "max" identification fetches ``(k - 1) * r + 1`` rows (``r``: most references of
+#: one identity); above this many it aggregates every row instead.
+MAX_ROW_CANDIDATES = 4096
+
+#: ``progress(stage, done, total)`` with stage ``"decode"``, ``"embed"`` or ``"store"``.
+Progress = Callable[[str, int, int], None]
+
+
+# -- verifying two images ------------------------------------------------------------------
+
+
+def verify_images(
+    model: ModelRef,
+    image1: Any,
+    image2: Any,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    calibration: Calibration | None = None,
+) -> Verification:
+    """Score two images with a model: the head's logit, its (calibrated) probability, and
+    the decision ``logit >= threshold``. Without a calibration the probability is the
+    model's own ``sigmoid(logit)`` and the default threshold is logit 0 (probability 0.5)."""
+    model, _ = resolve_model(model)
+    e = torch.from_numpy(embed_sources(model, [image1, image2])).to(model_device(model))
+    with torch.no_grad():
+        score = float(model.head(e[0:1], e[1:2])[0])
+    calibration = calibration or Calibration()
+    return Verification(
+        probability=float(calibration.probability(score)), score=score, same=score >= threshold, threshold=float(threshold)
+    )
+
+
+# -- in-memory state -----------------------------------------------------------------------
+
+
+@dataclass
+class _Grouping:
+    """Rows grouped by identity: ``ident_ids (M,)`` database ids, ``row_ident (N,)`` the
+    position of each row's identity in it, ``order``/``offsets`` the rows of each identity
+    (CSR), ``counts (M,)``."""
+
+    ident_ids: np.ndarray
+    row_ident: np.ndarray
+    order: np.ndarray
+    offsets: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def r_max(self) -> int:
+        return int(self.counts.max()) if self.counts.size else 0
+
+
+def _group(identity_ids: np.ndarray) -> _Grouping:
+    ident_ids, row_ident, counts = np.unique(identity_ids, return_inverse=True, return_counts=True)
+    order = np.argsort(row_ident, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    return _Grouping(ident_ids, row_ident.astype(np.int64), order, offsets, counts)
+
+
+class Gallery:
+    """A persistent gallery of enrolled identities. Create with :meth:`create`, open with
+    :meth:`open`; use as a context manager (or call :meth:`close`).
+
+    Thread-safe: one lock serialises the public methods of one ``Gallery`` object. Several
+    processes may share the file (SQLite WAL); a gallery notices another process's changes
+    before each search and reloads.
+    """
+
+    def __init__(
+        self,
+        store: GalleryStore,
+        model: SiameseNetwork,
+        *,
+        index: str = "auto",
+        hnsw: HNSWConfig | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        if index not in INDEX_KINDS:
+            raise ConfigError(f"unknown index {index!r}; valid: {', '.join(INDEX_KINDS)}")
+        self._store = store
+        self.model = model.eval()
+        self.index_kind = index
+        self.hnsw_config = hnsw or HNSWConfig()
+        self.batch_size = batch_size
+        self._lock = threading.RLock()
+        self._names: dict[int, str] = {}
+        self._hnsw: HNSWIndex | None = None
+        self._load()
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        model: ModelRef,
+        *,
+        keep_images: bool = False,
+        rule: str = "max",
+        threshold: float = DEFAULT_THRESHOLD,
+        overwrite: bool = False,
+        index: str = "auto",
+    ) -> "Gallery":
+        """Create an empty gallery file for ``model`` (a model, a checkpoint path or a
+        shipped model's name).
+
+        Args:
+            keep_images: also store each reference's original image (needed to
+                :meth:`reembed` into a new model later); off by default.
+            rule: how several references of one identity combine: ``"max"`` or ``"mean"``.
+            threshold: the initial acceptance threshold (a logit) until :meth:`calibrate`.
+            overwrite: replace an existing file.
+        """
+        if rule not in RULES:
+            raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+        model, ref = resolve_model(model)
+        meta = {
+            **model_meta(model, ref),
+            "rule": rule,
+            "keep_images": "1" if keep_images else "0",
+            "threshold": repr(float(threshold)),
+            "calibration": json.dumps(Calibration().to_dict()),
+            "calibration_report": "",
+        }
+        store = GalleryStore.create(path, meta, overwrite=overwrite)
+        return cls(store, model, index=index)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        model: ModelRef | None = None,
+        *,
+        index: str = "auto",
+        hnsw: HNSWConfig | None = None,
+    ) -> "Gallery":
+        """Open a gallery file and load every embedding into memory.
+
+        Args:
+            model: the model to use; by default the one the gallery was created with (its
+                stored reference). Refused when its fingerprint differs from the gallery's.
+            index: ``"exact"``, ``"hnsw"`` or ``"auto"``.
+
+        Raises:
+            TwinshotError: no such file, not a gallery, the model cannot be found, or the
+                model's fingerprint differs from the gallery's.
+        """
+        store = GalleryStore.open(path)
+        try:
+            meta = store.meta()
+            if model is None:
+                ref = meta.get("model_ref", "")
+                if not ref:
+                    raise TwinshotError(f"{path}: the gallery's model was never saved to a file; pass the model (--model)")
+                try:
+                    model, _ = resolve_model(ref)
+                except TwinshotError as exc:
+                    raise TwinshotError(f"{path}: cannot load the gallery's model ({exc}); pass it with --model") from None
+            else:
+                model, _ = resolve_model(model)
+            from twinshot.models.io import fingerprint
+
+            expected, actual = meta.get("fingerprint", ""), fingerprint(model)
+            if expected != actual:
+                raise TwinshotError(
+                    f"{path}: model mismatch: the gallery was enrolled with model {meta.get('model_ref') or '?'} "
+                    f"(fingerprint {expected[:12]}), the model given has fingerprint {actual[:12]}; open it "
+                    f"with the original model, or migrate it with `twinshot gallery reembed` (needs kept images)"
+                )
+            return cls(store, model, index=index, hnsw=hnsw)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._store.close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- settings ----------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._store.path
+
+    @property
+    def rule(self) -> str:
+        return self._meta["rule"]
+
+    @property
+    def threshold(self) -> float:
+        """The acceptance threshold: a logit; accept when ``score >= threshold``."""
+        return float(self._meta["threshold"])
+
+    @property
+    def calibration(self) -> Calibration:
+        return Calibration.from_dict(json.loads(self._meta["calibration"]))
+
+    @property
+    def calibration_report(self) -> CalibrationReport | None:
+        text = self._meta.get("calibration_report", "")
+        return CalibrationReport.from_dict(json.loads(text)) if text else None
+
+    @property
+    def keep_images(self) -> bool:
+        return self._meta.get("keep_images") == "1"
+
+    @property
+    def fingerprint(self) -> str:
+        return self._meta["fingerprint"]
+
+    @property
+    def model_ref(self) -> str:
+        return self._meta.get("model_ref", "")
+
+    @property
+    def dim(self) -> int:
+        return self._store.dim
+
+    @property
+    def n_embeddings(self) -> int:
+        return int(self._ids.size)
+
+    def __len__(self) -> int:
+        """The number of enrolled identities."""
+        return int(self._grouping().ident_ids.size)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Set the acceptance threshold (a logit) by hand."""
+        if not np.isfinite(threshold):
+            raise ConfigError(f"threshold must be a finite number, got {threshold}")
+        with self._lock:
+            self._write_meta({"threshold": repr(float(threshold))})
+
+    def set_rule(self, rule: str) -> None:
+        """Set the combination rule (``"max"`` or ``"mean"``) stored with the gallery."""
+        if rule not in RULES:
+            raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+        with self._lock:
+            self._write_meta({"rule": rule})
+
+    def _write_meta(self, updates: dict[str, str]) -> None:
+        self._refresh()
+        self._store.set_meta(updates)
+        self._after_write()
+
+    def info(self) -> dict[str, Any]:
+        """A summary: path, model, counts, threshold, calibration, rule."""
+        with self._lock:
+            self._refresh()
+            report = self.calibration_report
+            return {
+                "gallery": str(self.path),
+                "model": self.model_ref,
+                "fingerprint": self.fingerprint,
+                "dim": self.dim,
+                "identities": len(self),
+                "embeddings": self.n_embeddings,
+                "keep_images": self.keep_images,
+                "rule": self.rule,
+                "threshold": self.threshold,
+                "calibration": self.calibration.to_dict(),
+                "calibration_report": report.to_dict() if report else None,
+                "index": self._index_in_use(),
+            }
+
+    def identities(self) -> list[IdentityRecord]:
+        """Every enrolled identity (name, metadata, number of references, created), by name."""
+        with self._lock:
+            return self._store.list_identities()
+
+    def identity_names(self) -> list[str]:
+        return [r.name for r in self.identities()]
+
+    def check(self) -> dict[str, int]:
+        """Check the file's integrity and that memory matches it (see
+        :meth:`GalleryStore.check`); returns counts."""
+        with self._lock:
+            counts = self._store.check()
+            self._refresh()
+            if counts["embeddings"] != self.n_embeddings:
+                raise TwinshotError(f"{self.path}: memory holds {self.n_embeddings} embeddings, the file {counts['embeddings']}")
+            return counts
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """(Re)build the in-memory state from the file."""
+        self._meta = self._store.meta()
+        self._generation = int(self._meta.get("generation", 0))
+        self._scorer = Scorer(self.model.head)
+        rows = self._store.load_rows()
+        self._ids = rows.ids
+        self._identity_ids = rows.identity_ids
+        width = self._scorer.width(self._store.dim)
+        self._matrix = StoredMatrix(width, self._scorer.prepare(rows.vectors, copy=False))
+        self._exact = ExactIndex(self._scorer, self._matrix)
+        self._groups: _Grouping | None = None
+        self._hnsw = None
+        self._rows_version = getattr(self, "_rows_version", 0) + 1  # bumped whenever rows change
+        self._hnsw_version = -1
+
+    def _refresh(self) -> None:
+        if self._store.generation() != self._generation:
+            self._load()
+
+    def _after_write(self, result: WriteResult | None = None, removed: np.ndarray | None = None, added: StoredRows | None = None) -> None:
+        """Bring memory up to date after our own write (or reload if someone else wrote too)."""
+        generation = self._store.generation()
+        if generation != self._generation + 1:
+            self._load()
+            return
+        self._generation = generation
+        self._meta = self._store.meta()
+        if removed is not None and removed.size:
+            keep = ~np.isin(self._ids, removed)
+            self._ids, self._identity_ids = self._ids[keep], self._identity_ids[keep]
+            self._matrix.keep(keep)
+            self._groups = None
+            self._rows_version += 1
+        if added is not None and added.ids.size:
+            self._ids = np.concatenate([self._ids, added.ids])
+            self._identity_ids = np.concatenate([self._identity_ids, added.identity_ids])
+            self._matrix.append(self._scorer.prepare(added.vectors))
+            self._groups = None
+            self._rows_version += 1
+
+    def _grouping(self) -> _Grouping:
+        if self._groups is None:
+            self._groups = _group(self._identity_ids)
+        return self._groups
+
+    def _names_of(self, identity_ids: Iterable[int]) -> dict[int, str]:
+        wanted = {int(i) for i in identity_ids if i >= 0}
+        missing = wanted - self._names.keys()
+        if missing:
+            self._names.update(self._store.identity_names(sorted(missing)))
+        return {i: self._names[i] for i in wanted}
+
+    # -- embedding -----------------------------------------------------------------------
+
+    def embed(self, images: Any, *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Decode and embed one image or several with the gallery's model: float32 ``(N, D)``."""
+        return embed_sources(self.model, as_sequence(images), batch_size=self.batch_size, progress=progress)
+
+    # -- enrolling -----------------------------------------------------------------------
+
+    def _on_exists(self, replace: bool, add: bool) -> str:
+        if replace and add:
+            raise ConfigError("choose one of replace (--replace) and add (--add)")
+        return "replace" if replace else "add" if add else "error"
+
+    def _write(self, items: Sequence[NewIdentity], on_exists: str, progress: Progress | None) -> list[EnrollResult]:
+        vectors = np.concatenate([it.vectors for it in items])
+        if not np.all(np.isfinite(vectors)):
+            bad = next(it.name for it in items if not np.all(np.isfinite(it.vectors)))
+            raise DataError(f"identity {bad!r}: embeddings contain NaN or infinite values")
+        self._refresh()
+        result = self._store.write_identities(items, on_exists=on_exists, progress=progress)
+        counts = [it.vectors.shape[0] for it in items]
+        added = StoredRows(
+            ids=np.concatenate(result.image_ids),
+            identity_ids=np.repeat(np.array(result.identity_ids, np.int64), counts),
+            vectors=vectors,
+        )
+        self._after_write(removed=result.removed_ids, added=added)
+        for it, iid in zip(items, result.identity_ids):
+            self._names[iid] = it.name
+        return [
+            EnrollResult(it.name, ids.tolist(), n_removed, new)
+            for it, ids, n_removed, new in zip(items, result.image_ids, result.removed_counts, result.new_identity)
+        ]
+
+    def enroll(
+        self,
+        identity: str,
+        images: Any,
+        metadata: dict[str, Any] | None = None,
+        *,
+        replace: bool = False,
+        add: bool = False,
+        progress: Progress | None = None,
+    ) -> EnrollResult:
+        """Enroll ``identity`` with one or more reference images, in one transaction.
+
+        Args:
+            identity: the name (non-empty).
+            images: one image or several: paths, encoded bytes, arrays or tensors
+                (``(H, W)``, ``(H, W, C)``, ``(C, H, W)``, or a ``(N, C, H, W)`` batch), PIL
+                images. They are converted to the model's channels and size.
+            metadata: a JSON-serialisable dict stored with the identity.
+            replace: if ``identity`` is enrolled, replace its references (and metadata).
+            add: if ``identity`` is enrolled, add these references to its own.
+
+        Without ``replace`` or ``add``, enrolling a name that is already enrolled is refused.
+        Every image is decoded and embedded before anything is written; an unreadable image
+        raises :class:`DataError` naming it and leaves the gallery unchanged.
+        """
+        sources = as_sequence(images)
+        vectors = embed_sources(self.model, sources, batch_size=self.batch_size, progress=_stage(progress, "embed"))
+        kept = [encode_original(s) for s in sources] if self.keep_images else None
+        return self.enroll_embeddings(identity, vectors, metadata, replace=replace, add=add, images=kept, progress=progress)
+
+    def enroll_embeddings(
+        self,
+        identity: str,
+        embeddings: np.ndarray | torch.Tensor,
+        metadata: dict[str, Any] | None = None,
+        *,
+        replace: bool = False,
+        add: bool = False,
+        images: Sequence[bytes] | None = None,
+        progress: Progress | None = None,
+    ) -> EnrollResult:
+        """Enroll precomputed embeddings ``(n, D)`` of the gallery's model (see :meth:`enroll`).
+        ``images`` (encoded bytes, one per row) are kept when the gallery keeps images."""
+        return self.enroll_many([(identity, embeddings, metadata, images)], replace=replace, add=add, progress=progress)[0]
+
+    def enroll_many(
+        self,
+        entries: Iterable[tuple[str, np.ndarray | torch.Tensor, dict[str, Any] | None, Sequence[bytes] | None]],
+        *,
+        replace: bool = False,
+        add: bool = False,
+        progress: Progress | None = None,
+    ) -> list[EnrollResult]:
+        """Enroll many identities from precomputed embeddings in **one** transaction:
+        ``entries`` of ``(identity, embeddings (n, D), metadata or None, images or None)``.
+        If any identity is refused, none is enrolled."""
+        items = []
+        for name, vectors, metadata, images in entries:
+            items.append(self._item(name, vectors, metadata, images))
+        if not items:
+            raise DataError("nothing to enroll")
+        with self._lock:
+            return self._write(items, self._on_exists(replace, add), progress)
+
+    def _item(self, name: str, vectors: Any, metadata: dict[str, Any] | None, images: Sequence[bytes] | None) -> NewIdentity:
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"identity must be a non-empty name, got {name!r}")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise DataError(f"identity {name!r}: metadata must be a JSON object (a dict)")
+            try:
+                json.dumps(metadata)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"identity {name!r}: metadata is not JSON-serialisable ({exc})") from None
+        if isinstance(vectors, torch.Tensor):
+            vectors = vectors.detach().cpu().numpy()
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None]
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise DataError(f"identity {name!r}: embeddings of shape {vectors.shape} do not match the gallery's dimension {self.dim}")
+        if not self.keep_images:
+            images = None
+        elif images is None:
+            raise DataError(f"{self.path} keeps images: identity {name!r} needs one image per embedding")
+        return NewIdentity(name=name, vectors=vectors, metadata=metadata, images=images)
+
+    def enroll_folder(
+        self,
+        folder: str | os.PathLike,
+        *,
+        replace: bool = False,
+        add: bool = False,
+        progress: Progress | None = None,
+        workers: int | None = None,
+    ) -> list[EnrollResult]:
+        """Enroll every class folder of ``folder`` (or a .zip with that layout) as one
+        identity named by its path (``"Latin/character01"``), with all its images as
+        references, in one transaction: decoded in parallel, embedded in batches.
+
+        ``progress(stage, done, total)`` reports ``"decode"``, ``"embed"`` and ``"store"``.
+        """
+        from twinshot.data.sources import decode_listing, list_images
+
+        listing = list_images(folder)
+        n = len(listing.members)
+        done = [0]
+
+        def on_decode(step: int) -> None:
+            done[0] += step
+            if progress is not None:
+                progress("decode", done[0], n)
+
+        n_workers = (os.cpu_count() or 1) if workers is None else workers
+        images = decode_listing(listing, self.model.preprocessing, workers=n_workers, on_progress=on_decode)
+        vectors = embed_uint8(self.model, images, batch_size=self.batch_size, progress=_stage(progress, "embed"))
+        labels = np.asarray(listing.labels)
+        kept: list[bytes] | None = None
+        if self.keep_images:
+            kept = read_listing_bytes(listing)
+        entries = []
+        for c, name in enumerate(listing.class_names):
+            rows = np.nonzero(labels == c)[0]
+            entries.append((name, vectors[rows], None, [kept[i] for i in rows] if kept is not None else None))
+        return self.enroll_many(entries, replace=replace, add=add, progress=progress)
+
+    def remove(self, identity: str) -> int:
+        """Remove an identity and all its references, in one transaction; returns how many
+        references were removed. Raises TwinshotError if it is not enrolled."""
+        with self._lock:
+            self._refresh()
+            removed = self._store.remove_identity(identity)
+            self._after_write(removed=removed)
+            return int(removed.size)
+
+    # -- searching -----------------------------------------------------------------------
+
+    def _index_in_use(self) -> str:
+        if self.index_kind == "exact":
+            return "exact"
+        if self.index_kind == "hnsw":
+            return "hnsw"
+        if self.n_embeddings >= APPROXIMATE_ABOVE and self._scorer.kind != "generic" and self._scorer.sign > 0:
+            try:
+                import_faiss()
+                return "hnsw"
+            except TwinshotError:
+                return "exact"
+        return "exact"
+
+    def _ann(self) -> HNSWIndex:
+        """The HNSW index, loaded from the file's cache or built, and synced with memory."""
+        if self._hnsw is None:
+            hnsw = HNSWIndex(self._scorer, self.hnsw_config)
+            cached = self._store.read_ann(hnsw.kind)
+            if cached is not None:
+                hnsw.load(cached[2], cached[1])
+                reindexed = hnsw.sync(self._matrix.data, self._ids)
+            else:
+                hnsw.build(self._matrix.data, self._ids)
+                reindexed = hnsw.ids.size
+            if cached is None or reindexed > 0.1 * max(1, hnsw.ids.size):
+                self._store.write_ann(hnsw.kind, hnsw.ids, hnsw.serialize())
+            self._hnsw = hnsw
+        elif self._hnsw_version != self._rows_version:
+            self._hnsw.sync(self._matrix.data, self._ids)
+        self._hnsw_version = self._rows_version
+        return self._hnsw
+
+    def build_index(self) -> dict[str, Any]:
+        """Build (or rebuild) the HNSW index now and store it in the file, so later opens
+        load it instead of building it. Returns its size."""
+        with self._lock:
+            self._refresh()
+            hnsw = HNSWIndex(self._scorer, self.hnsw_config)
+            hnsw.build(self._matrix.data, self._ids)
+            self._store.write_ann(hnsw.kind, hnsw.ids, hnsw.serialize())
+            self._hnsw = hnsw
+            self._hnsw_version = self._rows_version
+            return {"kind": hnsw.kind, "rows": int(hnsw.ids.size), "m": self.hnsw_config.m}
+
+    def _queries(self, embeddings: Any) -> Queries:
+        if isinstance(embeddings, torch.Tensor):
+            embeddings = embeddings.detach().cpu().numpy()
+        q = np.asarray(embeddings, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise DataError(f"query embeddings of shape {q.shape} do not match the gallery's dimension {self.dim}")
+        return self._scorer.prepare_queries(q)
+
+    def _require_entries(self) -> None:
+        if self.n_embeddings == 0:
+            raise TwinshotError(f"{self.path}: the gallery is empty; enroll identities first")
+
+    def search(self, images: Any, k: int = 10) -> SearchResult:
+        """The ``k`` nearest enrolled images of each query image (see the search contract)."""
+        return self.search_embeddings(self.embed(images), k)
+
+    def search_embeddings(self, embeddings: np.ndarray | torch.Tensor, k: int = 10) -> SearchResult:
+        """:meth:`search` for precomputed query embeddings ``(Q, D)``."""
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        with self._lock:
+            self._refresh()
+            self._require_entries()
+            q = self._queries(embeddings)
+            if self._index_in_use() == "hnsw":
+                rows = self._ann().candidates(q, max(k, HNSW_MIN_CANDIDATES), self._ids)
+                logits = self._scorer.logits_at(q, self._matrix.data, rows)
+                order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+                logits = np.take_along_axis(logits, order, 1)
+                rows = np.take_along_axis(rows, order, 1)
+                rows = np.where(np.isneginf(logits), -1, rows)
+            else:
+                logits, rows = self._exact.search(q, k)
+            pad = k - logits.shape[1]
+            if pad > 0:
+                logits = np.concatenate([logits, np.full((len(q), pad), -np.inf, np.float32)], 1)
+                rows = np.concatenate([rows, np.full((len(q), pad), -1, np.int64)], 1)
+            valid = rows >= 0
+            image_ids = np.where(valid, self._ids[np.maximum(rows, 0)], -1)
+            ident = np.where(valid, self._identity_ids[np.maximum(rows, 0)], -1)
+            names = self._names_of(ident.ravel().tolist())
+            identities = [[names.get(int(i)) if i >= 0 else None for i in row] for row in ident]
+            probs = np.where(valid, self.calibration.probability(logits), 0.0)
+            return SearchResult(scores=logits.astype(np.float32), image_ids=image_ids, identities=identities, probabilities=probs)
+
+    def identify(self, images: Any, k: int = 5, *, threshold: float | None = None, rule: str | None = None) -> list[Identification]:
+        """For each query image, up to ``k`` candidate identities and the decision at the
+        threshold (see the search contract). ``threshold`` and ``rule`` default to the
+        gallery's."""
+        return self.identify_embeddings(self.embed(images), k, threshold=threshold, rule=rule)
+
+    def identify_embeddings(
+        self,
+        embeddings: np.ndarray | torch.Tensor,
+        k: int = 5,
+        *,
+        threshold: float | None = None,
+        rule: str | None = None,
+    ) -> list[Identification]:
+        """:meth:`identify` for precomputed query embeddings ``(Q, D)``."""
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        with self._lock:
+            self._refresh()
+            rule = rule or self.rule
+            if rule not in RULES:
+                raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+            self._require_entries()
+            threshold = self.threshold if threshold is None else float(threshold)
+            q = self._queries(embeddings)
+            scores, ident_pos = self._top_identities(q, k, rule)
+            g = self._grouping()
+            db_ids = np.where(ident_pos >= 0, g.ident_ids[np.maximum(ident_pos, 0)], -1)
+            names = self._names_of(db_ids.ravel().tolist())
+            probs = self.calibration.probability(scores)
+            out = []
+            for i in range(len(q)):
+                cands = [
+                    Candidate(names[int(d)], float(s), float(p))
+                    for d, s, p in zip(db_ids[i], scores[i], probs[i])
+                    if d >= 0
+                ]
+                best = cands[0] if cands else None
+                best_score = best.score if best else float("-inf")
+                out.append(
+                    Identification(
+                        identity=best.identity if best and best.score >= threshold else None,
+                        score=best_score,
+                        probability=best.probability if best else 0.0,
+                        candidates=cands,
+                        threshold=threshold,
+                    )
+                )
+            return out
+
+    def _top_identities(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, identity positions)`` float32/int64 ``(Q, min(k, M))``, best first;
+        identity positions index ``_grouping().ident_ids`` (``-1`` pads)."""
+        g = self._grouping()
+        k = min(k, g.ident_ids.size)
+        if self._index_in_use() == "hnsw":
+            n_rows = min(self.n_embeddings, max(HNSW_MIN_CANDIDATES, 4 * k * min(g.r_max, 8)))
+            rows = self._ann().candidates(q, n_rows, self._ids)
+            cand = np.where(rows >= 0, g.row_ident[np.maximum(rows, 0)], -1)
+            return self._score_identities(q, cand, k, rule)
+        if g.r_max == 1:
+            scores, rows = self._exact.search(q, k)
+            return scores, g.row_ident[rows]
+        if rule == "max":
+            n_rows = min(self.n_embeddings, (k - 1) * g.r_max + 1)
+            if n_rows <= MAX_ROW_CANDIDATES:
+                scores, rows = self._exact.search(q, n_rows)
+                idents = g.row_ident[rows]
+                out_s = np.full((len(q), k), -np.inf, np.float32)
+                out_i = np.full((len(q), k), -1, np.int64)
+                for i in range(len(q)):
+                    _, first = np.unique(idents[i], return_index=True)
+                    first = np.sort(first)[:k]
+                    out_s[i, : first.size] = scores[i, first]
+                    out_i[i, : first.size] = idents[i, first]
+                return out_s, out_i
+        return self._aggregate(q, k, rule)
+
+    def _aggregate(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
+        """Exact per-identity scores over every row (scatter-max or mean), then top-k."""
+        g = self._grouping()
+        m = g.ident_ids.size
+        row_ident = torch.from_numpy(g.row_ident)
+        counts = torch.from_numpy(g.counts.astype(np.float32))
+        step = max(1, (1 << 24) // max(1, m))
+        out_s, out_i = [], []
+        for a in range(0, len(q), step):
+            sub = q.subset(slice(a, a + step))
+            fill = -np.inf if rule == "max" else 0.0
+            acc = torch.full((len(sub), m), fill, dtype=torch.float32)
+            for start, logits in self._exact.chunks(sub):
+                t = torch.from_numpy(logits)
+                idx = row_ident[start : start + t.shape[1]].expand(t.shape[0], -1)
+                if rule == "max":
+                    acc.scatter_reduce_(1, idx, t, reduce="amax")
+                else:
+                    acc.scatter_add_(1, idx, t)
+            if rule == "mean":
+                acc /= counts
+            s, i = torch.topk(acc, k, dim=1)
+            out_s.append(s.numpy())
+            out_i.append(i.numpy().astype(np.int64))
+        return np.concatenate(out_s), np.concatenate(out_i)
+
+    def _score_identities(self, q: Queries, cand: np.ndarray, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
+        """Exact rule scores of the candidate identities ``cand (Q, C)`` (``-1`` ignored)
+        over all their references, then the best ``k`` of them."""
+        g = self._grouping()
+        out_s = np.full((len(q), k), -np.inf, np.float32)
+        out_i = np.full((len(q), k), -1, np.int64)
+        stored = self._matrix.data
+        for i in range(len(q)):
+            idents = np.unique(cand[i][cand[i] >= 0])
+            if idents.size == 0:
+                continue
+            starts, stops = g.offsets[idents], g.offsets[idents + 1]
+            rows = np.concatenate([g.order[a:b] for a, b in zip(starts, stops)])
+            logits = self._scorer.logits_at(q.subset(slice(i, i + 1)), stored, rows[None])[0]
+            bounds = np.concatenate([[0], np.cumsum(stops - starts)[:-1]])
+            if rule == "max":
+                per = np.maximum.reduceat(logits, bounds)
+            else:
+                per = np.add.reduceat(logits, bounds) / (stops - starts)
+            order = np.argsort(-per, kind="stable")[:k]
+            out_s[i, : order.size] = per[order]
+            out_i[i, : order.size] = idents[order]
+        return out_s, out_i
+
+    # -- verifying ------------------------------------------------------------------------
+
+    def verify(self, image1: Any, image2: Any) -> Verification:
+        """Do two images show the same identity? The calibrated probability and the decision
+        at the gallery's threshold (neither image needs to be enrolled)."""
+        with self._lock:
+            self._refresh()
+            return verify_images(self.model, image1, image2, threshold=self.threshold, calibration=self.calibration)
+
+    # -- calibrating ----------------------------------------------------------------------
+
+    def calibrate(
+        self,
+        *,
+        pairs: str | os.PathLike | None = None,
+        folder: str | os.PathLike | None = None,
+        far: float | None = None,
+        eer: bool = False,
+        method: str = "platt",
+        n_pairs: int = 4000,
+        seed: int = 0,
+        n_boot: int = 1000,
+        progress: bool = False,
+    ) -> CalibrationReport:
+        """Fit the threshold (for a target false accept rate ``far``, or at the equal error
+        rate with ``eer=True``) and the probability calibration on labelled data that is not
+        the gallery: a pairs CSV ``path1,path2,same`` (``pairs``) or a labelled folder of
+        class folders (``folder``) from which ``n_pairs`` genuine and impostor pairs are
+        drawn with ``seed``. Stores both with the gallery (one transaction).
+
+        Note the threshold is fitted on *pairs*: identifying against ``M`` identities gives
+        each unknown query ``M`` chances to be accepted, so its false positive
+        identification rate is about ``1 - (1 - far) ** M`` (see docs/gallery.md).
+        """
+        from twinshot.gallery.calibration import folder_pair_scores, pairs_csv_scores
+
+        if (pairs is None) == (folder is None):
+            raise ConfigError("give exactly one of a pairs CSV (--pairs) or a labelled folder (--folder)")
+        if (far is None) == (not eer):
+            raise ConfigError("give exactly one of a target false accept rate (--far RATE) or --eer")
+        if pairs is not None:
+            scores, same = pairs_csv_scores(self.model, pairs, batch_size=self.batch_size, progress=progress)
+            source = f"pairs:{pairs}"
+        else:
+            scores, same = folder_pair_scores(self.model, folder, n_pairs=n_pairs, seed=seed, batch_size=self.batch_size, progress=progress)  # type: ignore[arg-type]
+            source = f"folder:{folder} ({n_pairs} pairs, seed {seed})"
+        return self.calibrate_scores(scores, same, far=far, eer=eer, method=method, n_boot=n_boot, seed=seed, source=source)
+
+    def calibrate_scores(
+        self,
+        scores: np.ndarray,
+        same: np.ndarray,
+        *,
+        far: float | None = None,
+        eer: bool = False,
+        method: str = "platt",
+        n_boot: int = 1000,
+        seed: int = 0,
+        source: str = "",
+    ) -> CalibrationReport:
+        """:meth:`calibrate` from precomputed pair scores (logits of this gallery's model)."""
+        report = calibrate_scores(scores, same, far=far, eer=eer, method=method, n_boot=n_boot, seed=seed, source=source)
+        with self._lock:
+            self._write_meta(
+                {
+                    "threshold": repr(report.threshold),
+                    "calibration": json.dumps(report.calibration.to_dict()),
+                    "calibration_report": json.dumps(report.to_dict()),
+                }
+            )
+        return report
+
+    # -- migrating ------------------------------------------------------------------------
+
+    def reembed(self, model: ModelRef, *, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Migrate the gallery to a new model by embedding the kept reference images again,
+        in one transaction. The threshold and calibration belong to the old model's scores,
+        so they are reset (calibrate again). Needs a gallery created with ``keep_images``."""
+        with self._lock:
+            self._refresh()
+            new_model, ref = resolve_model(model)
+            summary = reembed_store(self._store, new_model, ref, batch_size=self.batch_size, progress=progress)
+            self.model = new_model.eval()
+            self._hnsw = None
+            self._load()
+            return summary
+
+
+def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(stage, done, total)
+
+
