@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/twinshot demo
 
-test: $(STAMP)
+# The browser tests (service pages, reports) need Debian's chromium + chromium-driver.
+browser:
+	bash scripts/setup_browser.sh
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

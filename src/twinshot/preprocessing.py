@@ -112,6 +112,9 @@ def open_pil(source: str | os.PathLike | bytes | Image.Image, max_pixels: int) -
                 img = Image.open(path)
         except DataError:
             raise
+        except Image.DecompressionBombError:
+            # PIL refuses images over twice its own limit before we can read the size.
+            raise DataError(f"{name}: image exceeds the limit of {max_pixels} pixels (decompression bomb)") from None
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise DataError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
     w, h = img.size

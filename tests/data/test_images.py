@@ -143,3 +143,20 @@ def test_to_float_normalises() -> None:
     assert torch.allclose(Preprocessing().to_float(images), torch.tensor([[[[0.0, 1.0]]]]))
     out = Preprocessing(mean=0.5, std=0.5).to_float(images)
     assert torch.allclose(out, torch.tensor([[[[-1.0, 1.0]]]]))
+
+
+def test_decompression_bomb_beyond_pil_limit_is_a_data_error(tmp_path) -> None:
+    """PIL raises its own error above 2 x MAX_IMAGE_PIXELS before the size can be read."""
+    import zlib, struct
+    from twinshot.data import Preprocessing, load_image
+    from twinshot.errors import DataError
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side = 20000  # 400 M pixels, declared in the header only
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png)
+    with pytest.raises(DataError, match="bomb.png.*pixels"):
+        load_image(path, Preprocessing(size=(28, 28)), max_pixels=10**12)
