@@ -19,6 +19,7 @@ app = typer.Typer(help="A persistent gallery: enroll, identify, verify, search, 
 _GALLERY = "The gallery file (SQLite)."
 _MODEL_OPT = "Use this model instead of the one stored with the gallery (must have the same fingerprint)."
 _JSON_HELP = "Print one JSON object instead of a readable summary."
+_INFERENCE_HELP = "Embed with 'auto' (ONNX Runtime when installed, the model exported once to a cache; else torch), 'torch' or 'onnx'."
 _INDEX_HELP = "Search with 'exact', 'hnsw' (faiss, approximate) or 'auto' (hnsw for very large galleries)."
 
 
@@ -37,10 +38,10 @@ def _emit_json(result: Any) -> None:
     typer.echo(json.dumps(_clean(result)))
 
 
-def _open(gallery: str, model: Optional[str], index: str = "auto") -> Any:
+def _open(gallery: str, model: Optional[str], index: str = "auto", inference: str = "auto") -> Any:
     from twinshot.gallery import Gallery
 
-    return Gallery.open(gallery, model, index=index)
+    return Gallery.open(gallery, model, index=index, inference=inference)
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -50,17 +51,20 @@ def _fmt(x: Optional[float]) -> str:
 @app.command("create")
 def create(
     gallery: str = typer.Argument(..., help=_GALLERY),
-    model: str = typer.Option(..., "--model", help="A shipped model name, a checkpoint or a training run directory."),
+    model: str = typer.Option(..., "--model", help="A shipped model name, a checkpoint or a training run directory, or an ONNX export (.onnx)."),
     keep_images: bool = typer.Option(False, "--keep-images", help="Also store each reference image (allows `reembed` later)."),
     rule: str = typer.Option("max", "--rule", help="Combine several references of one identity by 'max' or 'mean' of their scores."),
     threshold: float = typer.Option(0.0, "--threshold", help="Initial acceptance threshold (a logit) until calibrated."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Create an empty gallery for MODEL."""
     from twinshot.gallery import Gallery
 
-    with Gallery.create(gallery, model, keep_images=keep_images, rule=rule, threshold=threshold, overwrite=force) as g:
+    with Gallery.create(
+        gallery, model, keep_images=keep_images, rule=rule, threshold=threshold, overwrite=force, inference=inference
+    ) as g:
         info = g.info()
     if as_json:
         _emit_json(info)
@@ -77,6 +81,7 @@ def enroll(
     replace: bool = typer.Option(False, "--replace", help="If IDENTITY is enrolled, replace its references."),
     add: bool = typer.Option(False, "--add", help="If IDENTITY is enrolled, add these references to its own."),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Enroll IDENTITY with one or more reference IMAGES.
@@ -91,7 +96,7 @@ def enroll(
             meta = json.loads(metadata)
         except ValueError as exc:
             raise DataError(f"--metadata is not valid JSON ({exc})") from None
-    with _open(gallery, model) as g:
+    with _open(gallery, model, inference=inference) as g:
         result = g.enroll(identity, images, meta, replace=replace, add=add)
     if as_json:
         _emit_json({"gallery": gallery, **result.to_dict()})
@@ -108,13 +113,14 @@ def enroll_folder(
     add: bool = typer.Option(False, "--add", help="Add to the references of identities already enrolled."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Enroll every sub-folder of FOLDER as one identity, in one transaction.
 
     Identities are named by the sub-folder's path; images are decoded and embedded in batches.
     """
-    with _open(gallery, model) as g:
+    with _open(gallery, model, inference=inference) as g:
         if progress and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -157,10 +163,11 @@ def identify(
     rule: Optional[str] = typer.Option(None, "--rule", help="'max' or 'mean'; default: the gallery's."),
     index: str = typer.Option("auto", "--index", help=_INDEX_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per query."),
 ) -> None:
     """Who is in each image? The best identity above the threshold, or unknown."""
-    with _open(gallery, model, index) as g:
+    with _open(gallery, model, index, inference) as g:
         results = g.identify(images, k=k, threshold=threshold, rule=rule)
     if as_json:
         _emit_json([{"image": img, **r.to_dict()} for img, r in zip(images, results)])
@@ -179,10 +186,11 @@ def search(
     k: int = typer.Option(10, "--k", help="Nearest enrolled images per query."),
     index: str = typer.Option("auto", "--index", help=_INDEX_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """The K enrolled images most like each query (image retrieval)."""
-    with _open(gallery, model, index) as g:
+    with _open(gallery, model, index, inference) as g:
         result = g.search(images, k=k)
     queries = [{"image": img, "neighbours": [n.to_dict() for n in result.neighbours(i)]} for i, img in enumerate(images)]
     if as_json:
@@ -244,13 +252,14 @@ def calibrate(
     seed: int = typer.Option(0, "--seed", help="Seed of the pair drawing and the bootstrap."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Fit and store the threshold (--far RATE or --eer) and calibrated probabilities.
 
     Use labelled data that is not the gallery: a pairs CSV or a folder of class sub-folders.
     """
-    with _open(gallery, model) as g:
+    with _open(gallery, model, inference=inference) as g:
         report = g.calibrate(
             pairs=pairs, folder=folder, far=far, eer=eer, method=method, n_pairs=n_pairs, seed=seed,
             n_boot=bootstrap, progress=not as_json and sys.stderr.isatty(),
@@ -271,6 +280,7 @@ def calibrate(
 def reembed(
     gallery: str = typer.Argument(..., help=_GALLERY),
     model: str = typer.Option(..., "--model", help="The new model."),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Migrate the gallery to a new model by re-embedding its kept images.
@@ -279,7 +289,7 @@ def reembed(
     """
     from twinshot.gallery import reembed as do_reembed
 
-    g, summary = do_reembed(gallery, model)
+    g, summary = do_reembed(gallery, model, inference=inference)
     g.close()
     if as_json:
         _emit_json(summary)
@@ -291,10 +301,11 @@ def reembed(
 def build_index(
     gallery: str = typer.Argument(..., help=_GALLERY),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Build the approximate (faiss HNSW) index now and store it in the gallery file."""
-    with _open(gallery, model, "hnsw") as g:
+    with _open(gallery, model, "hnsw", inference) as g:
         info = g.build_index()
     if as_json:
         _emit_json({"gallery": gallery, **info})

@@ -19,9 +19,11 @@ from twinshot.gallery.results import Candidate, EnrollResult, Identification, Ne
 from twinshot.gallery.index import HNSWConfig
 from twinshot.gallery.openset import OpenSetReport, evaluate_open_set, open_set_metrics, threshold_at_fpir
 from twinshot.gallery.store import IdentityRecord
+from twinshot.gallery.embedding import Embedder, TorchEmbedder
+from twinshot.gallery.inference import INFERENCE, load_embedder
 
 __all__ = [
-    "APPROXIMATE_ABOVE", "DEFAULT_THRESHOLD", "RULES", "Calibration", "CalibrationReport", "Candidate",
+    "APPROXIMATE_ABOVE", "DEFAULT_THRESHOLD", "INFERENCE", "RULES", "Embedder", "TorchEmbedder", "load_embedder", "Calibration", "CalibrationReport", "Candidate",
     "EnrollResult", "Gallery", "HNSWConfig", "Identification", "IdentityRecord", "Neighbour",
     "OpenSetReport", "SearchResult", "Verification", "bootstrap_rates", "calibrate_scores",
     "evaluate_open_set", "expected_calibration_error", "fit_calibration", "fit_isotonic", "fit_platt",

@@ -27,10 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from twinshot.errors import ConfigError, DataError
-from twinshot.evaluation import metrics
 
 CALIBRATION_METHODS = ("platt", "isotonic", "none")
 #: Threshold (a logit) of a gallery not yet calibrated: the model's own probability 0.5.
@@ -221,9 +219,13 @@ def fit_threshold(scores: np.ndarray, same: np.ndarray, *, far: float | None = N
         raise ConfigError("give exactly one of a target false accept rate (--far RATE) or --eer")
     s, y = _check_pairs(scores, same)
     if eer:
+        from twinshot.evaluation import metrics
+
         return metrics.equal_error_rate(s, y)[1]
     if not 0.0 <= float(far) < 1.0:  # type: ignore[arg-type]
         raise ConfigError(f"target false accept rate must be in [0, 1), got {far}")
+    from twinshot.evaluation import metrics
+
     return metrics.threshold_at_far(s, y, float(far))  # type: ignore[arg-type]
 
 
@@ -241,6 +243,8 @@ def bootstrap_rates(
     s, y = _check_pairs(scores, same)
     if n_boot < 1:
         raise ConfigError(f"n_boot must be >= 1, got {n_boot}")
+    import torch
+
     g = torch.Generator().manual_seed(int(seed))
     out = []
     for group, err in ((~y, lambda a: a), (y, lambda a: ~a)):
@@ -343,6 +347,8 @@ def calibrate_scores(
     s, y = _check_pairs(scores, same)
     threshold = fit_threshold(s, y, far=far, eer=eer)
     calibration = fit_calibration(s, y, method)
+    from twinshot.evaluation import metrics
+
     far_at, frr_at = metrics.rates_at_threshold(s, y, threshold)
     far_ci, frr_ci = bootstrap_rates(s, y, threshold, n_boot=n_boot, seed=seed)
     return CalibrationReport(
@@ -367,11 +373,28 @@ def calibrate_scores(
 
 
 def pairs_csv_scores(model: Any, path: str | os.PathLike, *, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of the pairs of a ``path1,path2,same`` CSV, each image embedded once."""
+    """Logits and labels of the pairs of a ``path1,path2,same`` CSV, each image embedded once,
+    with a torch model or any :class:`twinshot.gallery.embedding.Embedder`."""
     from twinshot.evaluation.pairs import read_pairs_csv
-    from twinshot.evaluation.verification import pair_scores
+    from twinshot.gallery.embedding import TorchEmbedder, as_embedder, embed_sources
 
-    return pair_scores(model, read_pairs_csv(path), batch_size=batch_size, progress=progress)
+    pairs = read_pairs_csv(path)
+    embedder = as_embedder(model)
+    if isinstance(embedder, TorchEmbedder):
+        from twinshot.evaluation.verification import pair_scores
+
+        return pair_scores(embedder.model, pairs, batch_size=batch_size, progress=progress)
+    if len(pairs) == 0:
+        raise DataError("no pairs to score")
+    index: dict[str, int] = {}
+    for pair in pairs:
+        for p in (pair.path1, pair.path2):
+            index.setdefault(os.fspath(p), len(index))
+    e = embed_sources(embedder, list(index), batch_size=batch_size)
+    i1 = np.array([index[os.fspath(p.path1)] for p in pairs])
+    i2 = np.array([index[os.fspath(p.path2)] for p in pairs])
+    scores = embedder.logits(e[i1], e[i2]).astype(np.float64)
+    return scores, np.array([bool(p.same) for p in pairs])
 
 
 def folder_pair_scores(
@@ -385,13 +408,15 @@ def folder_pair_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels of ``n_pairs`` pairs drawn from a labelled folder (or zip) of class
     folders: half genuine (two images of one class), half impostor (two classes), drawn
-    with :class:`twinshot.data.PairSampler` seeded by ``seed``. Every image is embedded once."""
+    with :class:`twinshot.data.PairSampler` seeded by ``seed``. Every image is embedded once.
+    ``model``: a torch model or any :class:`twinshot.gallery.embedding.Embedder`."""
     from twinshot.data import PairSampler, load_dataset
-    from twinshot.gallery.embedding import embed_uint8, model_device
+    from twinshot.gallery.embedding import as_embedder, embed_uint8
 
     if n_pairs < 2:
         raise ConfigError(f"n_pairs must be >= 2, got {n_pairs}")
-    dataset = load_dataset(Path(folder), model.preprocessing, progress=progress)
+    embedder = as_embedder(model)
+    dataset = load_dataset(Path(folder), embedder.preprocessing, progress=progress)
     if dataset.n_classes < 2:
         raise DataError(f"{folder}: calibration needs at least 2 classes, found {dataset.n_classes}")
     sampler = PairSampler(
@@ -399,11 +424,9 @@ def folder_pair_scores(
         class_names=dataset.class_names, skip_small=True,
     )
     batch = next(iter(sampler))
-    embeddings = embed_uint8(model, dataset.images, batch_size=batch_size)
-    with torch.no_grad():
-        e = torch.from_numpy(embeddings).to(model_device(model))
-        scores = torch.cat([
-            model.head(e[batch.idx1[i : i + 4096]], e[batch.idx2[i : i + 4096]])
-            for i in range(0, n_pairs, 4096)
-        ])
-    return scores.double().cpu().numpy(), batch.same.numpy().astype(bool)
+    e = embed_uint8(embedder, dataset.images.numpy(), batch_size=batch_size)
+    idx1, idx2 = batch.idx1.numpy(), batch.idx2.numpy()
+    scores = np.concatenate([
+        embedder.logits(e[idx1[i : i + 4096]], e[idx2[i : i + 4096]]) for i in range(0, n_pairs, 4096)
+    ])
+    return scores.astype(np.float64), batch.same.numpy().astype(bool)

@@ -12,45 +12,53 @@ import numpy as np
 
 from twinshot.errors import TwinshotError
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration
-from twinshot.gallery.embedding import embed_sources
+from twinshot.gallery.embedding import TorchEmbedder, as_embedder, embed_sources
 from twinshot.gallery.store import GalleryStore, StoredRows
-from twinshot.models.siamese import SiameseNetwork
 
-ModelRef = Union[SiameseNetwork, str, os.PathLike]
-
-
-def resolve_model(model: ModelRef) -> tuple[SiameseNetwork, str]:
-    """A model and the reference to store for it (a shipped name or an absolute checkpoint
-    directory; ``""`` for a model that only lives in memory)."""
-    from twinshot.models.io import load_model, resolve_model_dir, shipped_models
-
-    if isinstance(model, SiameseNetwork):
-        source = getattr(model, "source", "")
-        return model, str(Path(source).resolve()) if source and Path(source).exists() else str(source or "")
-    text = os.fspath(model)
-    loaded = load_model(text)
-    return loaded, text if text in shipped_models() else str(resolve_model_dir(text).resolve())
+#: A model: a ``SiameseNetwork``, an :class:`Embedder` (e.g. ``OnnxEmbedder``), a ``.onnx``
+#: file, a shipped model's name, or a checkpoint / training run directory.
+ModelRef = Union[Any, str, os.PathLike]
 
 
-def spec_json(model: SiameseNetwork) -> str:
-    spec = model.spec.to_dict() if model.spec is not None else {"preprocessing": model.preprocessing.to_dict()}
+def resolve_model(model: ModelRef, *, inference: str = "auto", cache_dir: str | os.PathLike | None = None) -> tuple[Any, str]:
+    """The model that will run and the reference to store for it (a shipped name, an
+    absolute checkpoint directory or ``.onnx`` file; ``""`` for a model that only lives in
+    memory).
+
+    The model is a :class:`twinshot.models.SiameseNetwork` when it runs on torch, else an
+    :class:`Embedder` (an :class:`twinshot.export.OnnxEmbedder`); ``inference`` chooses
+    (``"auto"``, ``"torch"``, ``"onnx"``; see :mod:`twinshot.gallery.inference`).
+    """
+    from twinshot.gallery.inference import load_embedder
+
+    embedder, ref = load_embedder(model, inference=inference, cache_dir=cache_dir)
+    return (embedder.model if isinstance(embedder, TorchEmbedder) else embedder), ref
+
+
+def spec_json(model: Any) -> str:
+    embedder = as_embedder(model)
+    if isinstance(embedder, TorchEmbedder):
+        m = embedder.model
+        spec = m.spec.to_dict() if m.spec is not None else {"preprocessing": m.preprocessing.to_dict()}
+    else:
+        metadata = getattr(embedder, "metadata", {}) or {}
+        spec = metadata.get("spec") or {"preprocessing": embedder.preprocessing.to_dict()}
     return json.dumps(spec, sort_keys=True)
 
 
-def model_meta(model: SiameseNetwork, ref: str) -> dict[str, str]:
-    from twinshot.models.io import fingerprint
-
+def model_meta(model: Any, ref: str) -> dict[str, str]:
+    embedder = as_embedder(model)
     return {
-        "fingerprint": fingerprint(model),
-        "model_spec": spec_json(model),
+        "fingerprint": embedder.fingerprint,
+        "model_spec": spec_json(embedder),
         "model_ref": ref,
-        "dim": str(model.embedding_dim),
+        "dim": str(embedder.embedding_dim),
     }
 
 
 def reembed_store(
     store: GalleryStore,
-    model: SiameseNetwork,
+    model: Any,
     ref: str,
     *,
     batch_size: int = 256,
@@ -88,7 +96,12 @@ def reembed_store(
 
 
 def reembed(
-    path: str | os.PathLike, model: ModelRef, *, index: str = "auto", progress: Callable[[int, int], None] | None = None
+    path: str | os.PathLike,
+    model: ModelRef,
+    *,
+    index: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    inference: str = "auto",
 ) -> tuple[Any, dict[str, Any]]:
     """Migrate the gallery file at ``path`` to ``model`` (its old model is not needed) and
     return it opened with the new model, plus a summary. See :meth:`Gallery.reembed`."""
@@ -96,7 +109,7 @@ def reembed(
 
     store = GalleryStore.open(path)
     try:
-        new_model, ref = resolve_model(model)
+        new_model, ref = resolve_model(model, inference=inference)
         summary = reembed_store(store, new_model, ref, progress=progress)
         return Gallery(store, new_model, index=index), summary
     except BaseException:

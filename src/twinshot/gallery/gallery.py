@@ -32,22 +32,31 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from twinshot.errors import ConfigError, DataError, TwinshotError
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration, CalibrationReport, calibrate_scores
-from twinshot.gallery.embedding import as_sequence, embed_sources, embed_uint8, encode_original, model_device, read_listing_bytes
+from twinshot.gallery.embedding import (
+    Embedder,
+    TorchEmbedder,
+    _to_numpy,
+    as_embedder,
+    as_sequence,
+    embed_sources,
+    embed_uint8,
+    encode_original,
+    read_listing_bytes,
+)
 from twinshot.gallery.files import ModelRef, model_meta, reembed_store, resolve_model
 from twinshot.gallery.results import Candidate, EnrollResult, Identification, SearchResult, Verification
-from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss
+from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss, topk
 from twinshot.gallery.store import GalleryStore, IdentityRecord, NewIdentity, StoredRows, WriteResult
-from twinshot.models.siamese import SiameseNetwork
 
 #: Combination rules for several references of one identity.
 RULES = ("max", "mean")
@@ -75,14 +84,20 @@ def verify_images(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     calibration: Calibration | None = None,
+    inference: str = "auto",
 ) -> Verification:
     """Score two images with a model: the head's logit, its (calibrated) probability, and
     the decision ``logit >= threshold``. Without a calibration the probability is the
-    model's own ``sigmoid(logit)`` and the default threshold is logit 0 (probability 0.5)."""
-    model, _ = resolve_model(model)
-    e = torch.from_numpy(embed_sources(model, [image1, image2])).to(model_device(model))
-    with torch.no_grad():
-        score = float(model.head(e[0:1], e[1:2])[0])
+    model's own ``sigmoid(logit)`` and the default threshold is logit 0 (probability 0.5).
+
+    ``model`` is anything :func:`resolve_model` takes (a ``.onnx`` export runs without
+    torch); ``inference`` picks the runtime (``"auto"``, ``"torch"``, ``"onnx"``; see
+    :mod:`twinshot.gallery.inference`)."""
+    from twinshot.gallery.inference import load_embedder
+
+    embedder, _ = load_embedder(model, inference=inference)
+    e = embed_sources(embedder, [image1, image2])
+    score = float(embedder.logits(e[0:1], e[1:2])[0])
     calibration = calibration or Calibration()
     return Verification(
         probability=float(calibration.probability(score)), score=score, same=score >= threshold, threshold=float(threshold)
@@ -128,16 +143,18 @@ class Gallery:
     def __init__(
         self,
         store: GalleryStore,
-        model: SiameseNetwork,
+        model: Any,
         *,
         index: str = "auto",
         hnsw: HNSWConfig | None = None,
         batch_size: int = 256,
+        inference: str = "auto",
     ) -> None:
         if index not in INDEX_KINDS:
             raise ConfigError(f"unknown index {index!r}; valid: {', '.join(INDEX_KINDS)}")
         self._store = store
-        self.model = model.eval()
+        self._set_model(model)
+        self.inference = inference
         self.index_kind = index
         self.hnsw_config = hnsw or HNSWConfig()
         self.batch_size = batch_size
@@ -159,9 +176,10 @@ class Gallery:
         threshold: float = DEFAULT_THRESHOLD,
         overwrite: bool = False,
         index: str = "auto",
+        inference: str = "auto",
     ) -> "Gallery":
-        """Create an empty gallery file for ``model`` (a model, a checkpoint path or a
-        shipped model's name).
+        """Create an empty gallery file for ``model`` (a model, a checkpoint path, a
+        shipped model's name, or a ``.onnx`` export).
 
         Args:
             keep_images: also store each reference's original image (needed to
@@ -169,12 +187,16 @@ class Gallery:
             rule: how several references of one identity combine: ``"max"`` or ``"mean"``.
             threshold: the initial acceptance threshold (a logit) until :meth:`calibrate`.
             overwrite: replace an existing file.
+            inference: ``"auto"`` (ONNX Runtime when available for a model given by
+                reference, else torch), ``"torch"`` or ``"onnx"``; see
+                :mod:`twinshot.gallery.inference`.
         """
         if rule not in RULES:
             raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
-        model, ref = resolve_model(model)
+        model, ref = resolve_model(model, inference=inference)
+        embedder = as_embedder(model)
         meta = {
-            **model_meta(model, ref),
+            **model_meta(embedder, ref),
             "rule": rule,
             "keep_images": "1" if keep_images else "0",
             "threshold": repr(float(threshold)),
@@ -182,7 +204,7 @@ class Gallery:
             "calibration_report": "",
         }
         store = GalleryStore.create(path, meta, overwrite=overwrite)
-        return cls(store, model, index=index)
+        return cls(store, embedder, index=index, inference=inference)
 
     @classmethod
     def open(
@@ -192,13 +214,17 @@ class Gallery:
         *,
         index: str = "auto",
         hnsw: HNSWConfig | None = None,
+        inference: str = "auto",
     ) -> "Gallery":
         """Open a gallery file and load every embedding into memory.
 
         Args:
             model: the model to use; by default the one the gallery was created with (its
                 stored reference). Refused when its fingerprint differs from the gallery's.
+                A ``.onnx`` export of the gallery's model has its fingerprint, so a gallery
+                enrolled with the torch model opens unchanged with the ONNX file.
             index: ``"exact"``, ``"hnsw"`` or ``"auto"``.
+            inference: ``"auto"``, ``"torch"`` or ``"onnx"`` (see :mod:`twinshot.gallery.inference`).
 
         Raises:
             TwinshotError: no such file, not a gallery, the model cannot be found, or the
@@ -212,21 +238,20 @@ class Gallery:
                 if not ref:
                     raise TwinshotError(f"{path}: the gallery's model was never saved to a file; pass the model (--model)")
                 try:
-                    model, _ = resolve_model(ref)
+                    model, _ = resolve_model(ref, inference=inference)
                 except TwinshotError as exc:
                     raise TwinshotError(f"{path}: cannot load the gallery's model ({exc}); pass it with --model") from None
             else:
-                model, _ = resolve_model(model)
-            from twinshot.models.io import fingerprint
-
-            expected, actual = meta.get("fingerprint", ""), fingerprint(model)
+                model, _ = resolve_model(model, inference=inference)
+            embedder = as_embedder(model)
+            expected, actual = meta.get("fingerprint", ""), embedder.fingerprint
             if expected != actual:
                 raise TwinshotError(
                     f"{path}: model mismatch: the gallery was enrolled with model {meta.get('model_ref') or '?'} "
                     f"(fingerprint {expected[:12]}), the model given has fingerprint {actual[:12]}; open it "
                     f"with the original model, or migrate it with `twinshot gallery reembed` (needs kept images)"
                 )
-            return cls(store, model, index=index, hnsw=hnsw)
+            return cls(store, embedder, index=index, hnsw=hnsw, inference=inference)
         except BaseException:
             store.close()
             raise
@@ -240,6 +265,22 @@ class Gallery:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def _set_model(self, model: Any) -> None:
+        embedder = as_embedder(model)
+        if embedder.head is None:
+            raise TwinshotError(
+                f"{embedder!r}: its head ({embedder.head_name}) cannot be scored without torch; "
+                f"use the torch model (inference='torch')"
+            )
+        self.embedder: Embedder = embedder
+        #: the model that runs: a ``SiameseNetwork`` on torch, else the embedder itself.
+        self.model: Any = embedder.model if isinstance(embedder, TorchEmbedder) else embedder
+
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"onnxruntime"``: what embeds images."""
+        return "torch" if isinstance(self.embedder, TorchEmbedder) else "onnxruntime"
 
     # -- settings ----------------------------------------------------------------------
 
@@ -326,6 +367,7 @@ class Gallery:
                 "calibration": self.calibration.to_dict(),
                 "calibration_report": report.to_dict() if report else None,
                 "index": self._index_in_use(),
+                "inference": self.backend,
             }
 
     def identities(self) -> list[IdentityRecord]:
@@ -352,7 +394,7 @@ class Gallery:
         """(Re)build the in-memory state from the file."""
         self._meta = self._store.meta()
         self._generation = int(self._meta.get("generation", 0))
-        self._scorer = Scorer(self.model.head)
+        self._scorer = Scorer(self.embedder.head)
         rows = self._store.load_rows()
         self._ids = rows.ids
         self._identity_ids = rows.identity_ids
@@ -405,7 +447,7 @@ class Gallery:
 
     def embed(self, images: Any, *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Decode and embed one image or several with the gallery's model: float32 ``(N, D)``."""
-        return embed_sources(self.model, as_sequence(images), batch_size=self.batch_size, progress=progress)
+        return embed_sources(self.embedder, as_sequence(images), batch_size=self.batch_size, progress=progress)
 
     # -- enrolling -----------------------------------------------------------------------
 
@@ -461,14 +503,14 @@ class Gallery:
         raises :class:`DataError` naming it and leaves the gallery unchanged.
         """
         sources = as_sequence(images)
-        vectors = embed_sources(self.model, sources, batch_size=self.batch_size, progress=_stage(progress, "embed"))
+        vectors = embed_sources(self.embedder, sources, batch_size=self.batch_size, progress=_stage(progress, "embed"))
         kept = [encode_original(s) for s in sources] if self.keep_images else None
         return self.enroll_embeddings(identity, vectors, metadata, replace=replace, add=add, images=kept, progress=progress)
 
     def enroll_embeddings(
         self,
         identity: str,
-        embeddings: np.ndarray | torch.Tensor,
+        embeddings: Any,
         metadata: dict[str, Any] | None = None,
         *,
         replace: bool = False,
@@ -482,7 +524,7 @@ class Gallery:
 
     def enroll_many(
         self,
-        entries: Iterable[tuple[str, np.ndarray | torch.Tensor, dict[str, Any] | None, Sequence[bytes] | None]],
+        entries: Iterable[tuple[str, Any, dict[str, Any] | None, Sequence[bytes] | None]],
         *,
         replace: bool = False,
         add: bool = False,
@@ -509,9 +551,7 @@ class Gallery:
                 json.dumps(metadata)
             except (TypeError, ValueError) as exc:
                 raise DataError(f"identity {name!r}: metadata is not JSON-serialisable ({exc})") from None
-        if isinstance(vectors, torch.Tensor):
-            vectors = vectors.detach().cpu().numpy()
-        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(_to_numpy(vectors), dtype=np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None]
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
@@ -549,8 +589,8 @@ class Gallery:
                 progress("decode", done[0], n)
 
         n_workers = (os.cpu_count() or 1) if workers is None else workers
-        images = decode_listing(listing, self.model.preprocessing, workers=n_workers, on_progress=on_decode)
-        vectors = embed_uint8(self.model, images, batch_size=self.batch_size, progress=_stage(progress, "embed"))
+        images = decode_listing(listing, self.embedder.preprocessing, workers=n_workers, on_progress=on_decode)
+        vectors = embed_uint8(self.embedder, images, batch_size=self.batch_size, progress=_stage(progress, "embed"))
         labels = np.asarray(listing.labels)
         kept: list[bytes] | None = None
         if self.keep_images:
@@ -617,9 +657,7 @@ class Gallery:
             return {"kind": hnsw.kind, "rows": int(hnsw.ids.size), "m": self.hnsw_config.m}
 
     def _queries(self, embeddings: Any) -> Queries:
-        if isinstance(embeddings, torch.Tensor):
-            embeddings = embeddings.detach().cpu().numpy()
-        q = np.asarray(embeddings, dtype=np.float32)
+        q = np.asarray(_to_numpy(embeddings), dtype=np.float32)
         if q.ndim == 1:
             q = q[None]
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -634,7 +672,7 @@ class Gallery:
         """The ``k`` nearest enrolled images of each query image (see the search contract)."""
         return self.search_embeddings(self.embed(images), k)
 
-    def search_embeddings(self, embeddings: np.ndarray | torch.Tensor, k: int = 10) -> SearchResult:
+    def search_embeddings(self, embeddings: Any, k: int = 10) -> SearchResult:
         """:meth:`search` for precomputed query embeddings ``(Q, D)``."""
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
@@ -671,7 +709,7 @@ class Gallery:
 
     def identify_embeddings(
         self,
-        embeddings: np.ndarray | torch.Tensor,
+        embeddings: Any,
         k: int = 5,
         *,
         threshold: float | None = None,
@@ -745,6 +783,10 @@ class Gallery:
         """Exact per-identity scores over every row (scatter-max or mean), then top-k."""
         g = self._grouping()
         m = g.ident_ids.size
+        if "torch" not in sys.modules:
+            return self._aggregate_numpy(q, k, rule)
+        import torch
+
         row_ident = torch.from_numpy(g.row_ident)
         counts = torch.from_numpy(g.counts.astype(np.float32))
         step = max(1, (1 << 24) // max(1, m))
@@ -765,6 +807,28 @@ class Gallery:
             s, i = torch.topk(acc, k, dim=1)
             out_s.append(s.numpy())
             out_i.append(i.numpy().astype(np.int64))
+        return np.concatenate(out_s), np.concatenate(out_i)
+
+    def _aggregate_numpy(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_aggregate` without torch: every row's logits for a block of queries,
+        reordered by identity and reduced per identity (``reduceat``)."""
+        g = self._grouping()
+        n = self.n_embeddings
+        step = max(1, (1 << 24) // max(1, n))
+        out_s, out_i = [], []
+        for a in range(0, len(q), step):
+            sub = q.subset(slice(a, a + step))
+            full = np.empty((len(sub), n), np.float32)
+            for start, logits in self._exact.chunks(sub):
+                full[:, start : start + logits.shape[1]] = logits
+            grouped = full[:, g.order]
+            if rule == "max":
+                per = np.maximum.reduceat(grouped, g.offsets[:-1], axis=1)
+            else:
+                per = (np.add.reduceat(grouped, g.offsets[:-1], axis=1) / g.counts).astype(np.float32)
+            s, i = topk(per, k)
+            out_s.append(s)
+            out_i.append(i)
         return np.concatenate(out_s), np.concatenate(out_i)
 
     def _score_identities(self, q: Queries, cand: np.ndarray, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -798,7 +862,7 @@ class Gallery:
         at the gallery's threshold (neither image needs to be enrolled)."""
         with self._lock:
             self._refresh()
-            return verify_images(self.model, image1, image2, threshold=self.threshold, calibration=self.calibration)
+            return verify_images(self.embedder, image1, image2, threshold=self.threshold, calibration=self.calibration)
 
     # -- calibrating ----------------------------------------------------------------------
 
@@ -832,10 +896,10 @@ class Gallery:
         if (far is None) == (not eer):
             raise ConfigError("give exactly one of a target false accept rate (--far RATE) or --eer")
         if pairs is not None:
-            scores, same = pairs_csv_scores(self.model, pairs, batch_size=self.batch_size, progress=progress)
+            scores, same = pairs_csv_scores(self.embedder, pairs, batch_size=self.batch_size, progress=progress)
             source = f"pairs:{pairs}"
         else:
-            scores, same = folder_pair_scores(self.model, folder, n_pairs=n_pairs, seed=seed, batch_size=self.batch_size, progress=progress)  # type: ignore[arg-type]
+            scores, same = folder_pair_scores(self.embedder, folder, n_pairs=n_pairs, seed=seed, batch_size=self.batch_size, progress=progress)  # type: ignore[arg-type]
             source = f"folder:{folder} ({n_pairs} pairs, seed {seed})"
         return self.calibrate_scores(scores, same, far=far, eer=eer, method=method, n_boot=n_boot, seed=seed, source=source)
 
@@ -871,9 +935,9 @@ class Gallery:
         so they are reset (calibrate again). Needs a gallery created with ``keep_images``."""
         with self._lock:
             self._refresh()
-            new_model, ref = resolve_model(model)
+            new_model, ref = resolve_model(model, inference=self.inference)
             summary = reembed_store(self._store, new_model, ref, batch_size=self.batch_size, progress=progress)
-            self.model = new_model.eval()
+            self._set_model(new_model)
             self._hnsw = None
             self._load()
             return summary

@@ -13,22 +13,27 @@ product over a *stored form* of the embeddings, prepared once when the gallery o
   ``pairwise_logits`` evaluated exactly in chunks of queries x rows, bounded in memory but
   ``D`` times more work than a product. Documented as the slow path.
 
-Top-k selection uses ``torch.topk`` on chunks of at most :data:`CHUNK_ELEMENTS` scores
-(measured: 10x faster than ``numpy.argpartition`` on 100 queries x 1M rows).
+Top-k selection works on chunks of at most :data:`CHUNK_ELEMENTS` scores. When torch is
+already imported it uses ``torch.topk`` (measured: several times faster than
+``numpy.argpartition`` on 100 queries x 1M rows); when it is not (a gallery running an
+ONNX encoder), it uses ``numpy.argpartition``, so search never imports torch.
+
+The head is given either as a torch :class:`twinshot.models.heads.Head` or as a
+:class:`twinshot.export.numpy_heads.NumpyHead` (what an ONNX export's sidecar describes).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from twinshot.errors import ConfigError, TwinshotError
-from twinshot.models.heads import CosineHead, EuclideanHead, Head
+from twinshot.export.numpy_heads import NumpyHead
 
 #: At most this many scores (queries x rows) are materialised at once.
 CHUNK_ELEMENTS = 1 << 23
@@ -70,6 +75,11 @@ class Queries:
         return Queries(self.raw[rows], self.mat[rows], self.sqnorm[rows])
 
 
+def _torch_loaded() -> bool:
+    """Whether torch is already imported (then its faster top-k is used; else numpy)."""
+    return "torch" in sys.modules
+
+
 class Scorer:
     """Turns a model head into fast scoring against a stored matrix.
 
@@ -77,21 +87,33 @@ class Scorer:
     logits); ``to_logits`` maps the kept ranks back to exact logits.
 
     Args:
-        head: the model's head (its current ``scale``/``bias`` are read once).
+        head: the model's head: a torch :class:`twinshot.models.heads.Head` (its current
+            ``scale``/``bias`` are read once) or a
+            :class:`twinshot.export.numpy_heads.NumpyHead`.
     """
 
-    def __init__(self, head: Head) -> None:
-        # the gallery's matrices live on the CPU: score with a CPU copy of the head
-        self.head = copy.deepcopy(head).cpu().eval() if any(p.device.type != "cpu" for p in head.parameters()) else head
-        self.scale = float(head.scale.detach())
-        self.bias = float(head.bias.detach())
-        self.sign = 1.0 if self.scale >= 0 else -1.0
-        if isinstance(head, CosineHead):
-            self.kind = "cosine"
-        elif isinstance(head, EuclideanHead):
-            self.kind = "euclidean"
+    def __init__(self, head: Any) -> None:
+        if isinstance(head, NumpyHead):
+            self.head: Any = head
+            self.scale, self.bias = float(head.scale), float(head.bias)
+            self.kind = head.name if head.name in ("cosine", "euclidean") else "generic"
+            self._numpy_head = True
         else:
-            self.kind = "generic"
+            from twinshot.models.heads import CosineHead, EuclideanHead
+
+            # the gallery's matrices live on the CPU: score with a CPU copy of the head
+            on_cpu = all(p.device.type == "cpu" for p in head.parameters())
+            self.head = head if on_cpu else copy.deepcopy(head).cpu().eval()
+            self.scale = float(head.scale.detach())
+            self.bias = float(head.bias.detach())
+            if isinstance(head, CosineHead):
+                self.kind = "cosine"
+            elif isinstance(head, EuclideanHead):
+                self.kind = "euclidean"
+            else:
+                self.kind = "generic"
+            self._numpy_head = False
+        self.sign = 1.0 if self.scale >= 0 else -1.0
 
     # -- stored form ---------------------------------------------------------------------
 
@@ -181,6 +203,13 @@ class Scorer:
         out = np.empty((queries.shape[0], n), np.float32)
         step_n = max(1, min(n, GENERIC_ELEMENTS // max(1, d)))
         step_q = max(1, GENERIC_ELEMENTS // max(1, step_n * d))
+        if self._numpy_head:
+            for j in range(0, n, step_n):
+                for i in range(0, queries.shape[0], step_q):
+                    out[i : i + step_q, j : j + step_n] = self.head.pairwise_logits(queries[i : i + step_q], stored[j : j + step_n])
+            return out
+        import torch
+
         with torch.no_grad():
             for j in range(0, n, step_n):
                 g = torch.from_numpy(np.ascontiguousarray(stored[j : j + step_n]))
@@ -191,13 +220,36 @@ class Scorer:
 
 
 def _matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b.T`` for float32 ``a (Q, W)``, ``b (C, W)``. Small products go through torch,
-    large ones through numpy's BLAS: measured on 2 busy cores, numpy is 1.5x faster at
-    1M rows, but a small numpy product followed by torch work (``topk``) waits ~8 ms on
-    BLAS threads (10k rows: 8 ms with numpy, 0.3 ms with torch)."""
-    if a.shape[0] * b.shape[0] * a.shape[1] < SMALL_PRODUCT:
+    """``a @ b.T`` for float32 ``a (Q, W)``, ``b (C, W)``. With torch loaded, small products
+    go through torch and large ones through numpy's BLAS: measured on 2 busy cores, numpy
+    is 1.5x faster at 1M rows, but a small numpy product followed by torch work (``topk``)
+    waits ~8 ms on BLAS threads (10k rows: 8 ms with numpy, 0.3 ms with torch). Without
+    torch everything is numpy."""
+    if _torch_loaded() and a.shape[0] * b.shape[0] * a.shape[1] < SMALL_PRODUCT:
+        import torch
+
         return (torch.from_numpy(a) @ torch.from_numpy(b).T).numpy()
     return a @ b.T
+
+
+def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest values of each row of float32 ``scores (Q, C)`` and their columns,
+    best first: ``(values float32 (Q, k), columns int64 (Q, k))`` with ``k <= C``.
+
+    ``torch.topk`` when torch is already imported (faster), else ``numpy.argpartition``."""
+    k = min(k, scores.shape[1])
+    if _torch_loaded():
+        import torch
+
+        top, pos = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), k, dim=1)
+        return top.numpy(), pos.numpy().astype(np.int64, copy=False)
+    if k < scores.shape[1]:
+        part = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]
+    else:
+        part = np.broadcast_to(np.arange(k), scores.shape).copy()
+    vals = np.take_along_axis(scores, part, 1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(vals, order, 1), np.take_along_axis(part, order, 1).astype(np.int64, copy=False)
 
 
 class StoredMatrix:
@@ -238,14 +290,6 @@ class StoredMatrix:
         return int(self._buf.nbytes)
 
 
-def _merge_topk(scores: list[torch.Tensor], rows: list[torch.Tensor], k: int) -> tuple[np.ndarray, np.ndarray]:
-    s = torch.cat(scores, 1)
-    r = torch.cat(rows, 1)
-    k = min(k, s.shape[1])
-    top, pos = torch.topk(s, k, dim=1)
-    return top.numpy(), torch.gather(r, 1, pos).numpy()
-
-
 class ExactIndex:
     """Exact (brute-force) search over the stored matrix, in chunks of rows.
 
@@ -273,15 +317,17 @@ class ExactIndex:
         if k == 0 or len(q) == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         step = self._row_chunk(len(q))
-        best_s: list[torch.Tensor] = []
-        best_r: list[torch.Tensor] = []
+        best_s: list[np.ndarray] = []
+        best_r: list[np.ndarray] = []
         for start in range(0, n, step):
-            rank = torch.from_numpy(self.scorer.rank(q, stored[start : start + step]))
-            kk = min(k, rank.shape[1])
-            s, r = torch.topk(rank, kk, dim=1)
+            s, r = topk(self.scorer.rank(q, stored[start : start + step]), k)
             best_s.append(s)
             best_r.append(r + start)
-        rank, rows = _merge_topk(best_s, best_r, k)
+        if len(best_s) == 1:
+            rank, rows = best_s[0], best_r[0]
+        else:
+            rank, pos = topk(np.concatenate(best_s, 1), k)
+            rows = np.take_along_axis(np.concatenate(best_r, 1), pos, 1)
         return self.scorer.to_logits(q, rank), rows
 
     def chunks(self, q: Queries) -> Iterator[tuple[int, np.ndarray]]:
