@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from twinshot.cli import demo, evaluate, export, gallery, models, serve, train, verify
+from twinshot.cli import demo, evaluate, export, gallery, models, report, serve, train, verify
 
 app = typer.Typer(
     name="twinshot",
@@ -23,6 +23,7 @@ app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(gallery.app, name="gallery")
 app.command("verify", help=verify.verify.__doc__)(verify.verify)
 app.command("export", help=export.export.__doc__)(export.export)
+app.command("report", help=report.report.__doc__)(report.report)
 app.command("serve", help=serve.serve.__doc__)(serve.serve)
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(models.app, name="models")

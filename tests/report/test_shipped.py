@@ -1,0 +1,41 @@
+"""The shipped application models load by name, say how they were made, and work on the
+real held-out data (a small report on held-out ORL subjects)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from twinshot.models import load_model, resolve_model_dir, shipped_models
+
+HELD_OUT_FACES = ["s5", "s7", "s9", "s13"]  # part of the faces-orl preset's validation subjects
+
+
+@pytest.mark.parametrize("name, size, invert", [("faces-orl", 32, False), ("signatures", 64, True)])
+def test_shipped_model_loads_by_name(name: str, size: int, invert: bool) -> None:
+    assert name in shipped_models()
+    model = load_model(name)
+    assert model.preprocessing.size == (size, size) and model.preprocessing.invert is invert
+    meta = json.loads((resolve_model_dir(name) / "model.json").read_text())
+    assert "command" in meta["extra"]
+    for f in ("config.toml", "epochs.csv", "metrics.csv", "training.png"):
+        assert (resolve_model_dir(name) / f).is_file()
+
+
+def test_faces_model_on_held_out_subjects(datasets_dir: Path, tmp_path: Path) -> None:
+    from twinshot.report import build_report
+
+    orl = datasets_dir / "orl_faces"
+    if not orl.is_dir():
+        pytest.skip(f"ORL faces not found in {datasets_dir}")
+    folder = tmp_path / "heldout"
+    folder.mkdir()
+    for s in HELD_OUT_FACES:
+        (folder / s).symlink_to(orl / s)
+    r = build_report("faces-orl", tmp_path / "out", folder=folder, episodes=200, map_method="pca", n_boot=100)
+    v = r.summary["verification"]
+    assert v["n_genuine"] == 4 * 45 and v["n_impostor"] == 6 * 100
+    assert v["auc"] > 0.9 and v["eer"] < 0.2
+    assert r.summary["episodes"]["accuracy"] > 0.8
