@@ -68,3 +68,38 @@ def make_image_folder(root: Path, groups: int = 2, classes_per_group: int = 4, p
 def image_folder(tmp_path: Path) -> Path:
     """A small nested folder of 1-bit PNGs: 2 groups x 4 classes x 5 images, 32x32."""
     return make_image_folder(tmp_path / "images")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1200,1600",
+]
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """A real headless Chromium (Debian's ``chromium`` + ``chromium-driver``, installed by
+    ``scripts/setup_browser.sh``) driven by Selenium, with a fresh profile. Skipped with a
+    reason where they are missing, except in CI (``CI`` set), where that is a failure."""
+    import tempfile
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "Debian's chromium and chromium-driver are not installed (run scripts/setup_browser.sh as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}")
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()

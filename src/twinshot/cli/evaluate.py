@@ -6,32 +6,17 @@ prints the result (``--json``: one JSON object on stdout).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from typing import Any
 
 import typer
+
+from twinshot.cli.output import JSON_HELP as _JSON_HELP
+from twinshot.cli.output import emit_json as _emit_json
 
 app = typer.Typer(help="Evaluate a model with the field's standard protocols.", no_args_is_help=True)
 
 _MODEL_HELP = "A shipped model name, a checkpoint directory, or a training run directory."
-_JSON_HELP = "Print one JSON object instead of a readable summary."
-
-
-def _clean(value: Any) -> Any:
-    """Replace NaN/inf (not JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _emit_json(result: dict[str, Any]) -> None:
-    typer.echo(json.dumps(_clean(result)))
 
 
 def _show_progress(as_json: bool) -> bool:

@@ -14,28 +14,15 @@ from typing import Any, Optional
 
 import typer
 
+from twinshot.cli.output import JSON_HELP as _JSON_HELP
+from twinshot.cli.output import emit_json as _emit_json
+
 app = typer.Typer(help="A persistent gallery: enroll, identify, verify, search, calibrate.", no_args_is_help=True)
 
 _GALLERY = "The gallery file (SQLite)."
 _MODEL_OPT = "Use this model instead of the one stored with the gallery (must have the same fingerprint)."
-_JSON_HELP = "Print one JSON object instead of a readable summary."
 _INFERENCE_HELP = "Embed with 'auto' (ONNX Runtime when installed, the model exported once to a cache; else torch), 'torch' or 'onnx'."
 _INDEX_HELP = "Search with 'exact', 'hnsw' (faiss, approximate) or 'auto' (hnsw for very large galleries)."
-
-
-def _clean(value: Any) -> Any:
-    """Replace NaN/inf (not JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _emit_json(result: Any) -> None:
-    typer.echo(json.dumps(_clean(result)))
 
 
 def _open(gallery: str, model: Optional[str], index: str = "auto", inference: str = "auto") -> Any:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Optional
 
 import typer
+
+from twinshot.cli.output import emit_json
 
 
 def verify(
@@ -38,7 +38,7 @@ def verify(
         result = verify_images(model, image1, image2, threshold=0.0 if threshold is None else threshold, inference=inference)
     if as_json:
         out = {"image1": image1, "image2": image2, **result.to_dict()}
-        typer.echo(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}))
+        emit_json(out)
         return
     verdict = "same" if result.same else "different"
     typer.echo(f"{verdict}: probability {result.probability:.3f} (score {result.score:.3f}, threshold {result.threshold:.3f})")
