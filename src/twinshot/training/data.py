@@ -1,0 +1,134 @@
+"""The data of a training run: load the sources named in the config (merging several),
+split off the validation classes, and add rotated copies as new training classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from twinshot.data.dataset import LabelledImages
+from twinshot.data.images import Preprocessing
+from twinshot.errors import DataError
+from twinshot.training.config import DataConfig
+
+#: The repository root when twinshot runs from a source checkout (``src/twinshot/..``).
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def resolve_source(source: str | Path, *, base: Path | None = None) -> Path:
+    """An existing path for ``source``: as given (relative to the working directory),
+    else relative to ``base`` (the repository root by default, so the default
+    ``../shared/datasets/...`` works from anywhere inside a checkout)."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    tried = [str(path)]
+    if not path.is_absolute():
+        alt = (base or REPO_ROOT) / path
+        if alt.exists():
+            return alt.resolve()
+        tried.append(str(alt.resolve()))
+    raise DataError(f"dataset not found: {source} (looked at {' and '.join(dict.fromkeys(tried))}); pass --data PATH")
+
+
+def merge_datasets(datasets: list[LabelledImages]) -> LabelledImages:
+    """One dataset from several with the same preprocessing.
+
+    Classes are identified by name and groups by name: a class present in two sources is
+    one class, and an image whose file name already appears in that class (the same
+    drawing shipped in two zips, like Omniglot's small background sets) is kept once.
+    """
+    if len(datasets) == 1:
+        return datasets[0]
+    pre = datasets[0].preprocessing
+    class_ids: dict[str, int] = {}
+    group_ids: dict[str, int] = {}
+    class_group: list[int] = []
+    seen: set[tuple[int, str]] = set()
+    keep_images, labels, paths = [], [], []
+    for ds in datasets:
+        if ds.images.shape[1:] != datasets[0].images.shape[1:]:
+            raise DataError("cannot merge datasets decoded at different sizes")
+        remap = []
+        for c, name in enumerate(ds.class_names):
+            if name not in class_ids:
+                g = ds.group_names[int(ds.class_groups[c])]
+                group_ids.setdefault(g, len(group_ids))
+                class_ids[name] = len(class_ids)
+                class_group.append(group_ids[g])
+            remap.append(class_ids[name])
+        take = []
+        for i, (label, path) in enumerate(zip(ds.labels.tolist(), ds.paths)):
+            c = remap[label]
+            key = (c, path.replace("\\", "/").rsplit("/", 1)[-1])
+            if key in seen:
+                continue
+            seen.add(key)
+            take.append(i)
+            labels.append(c)
+            paths.append(path)
+        keep_images.append(ds.images[torch.tensor(take, dtype=torch.long)])
+    return LabelledImages(
+        images=torch.cat(keep_images, 0),
+        labels=torch.tensor(labels, dtype=torch.long),
+        class_names=list(class_ids),
+        class_groups=torch.tensor(class_group, dtype=torch.long),
+        group_names=list(group_ids),
+        paths=paths,
+        preprocessing=pre,
+    )
+
+
+def load_sources(
+    sources: tuple[str, ...] | list[str],
+    preprocessing: Preprocessing,
+    *,
+    progress: bool = False,
+    cache_dir: str | None = None,
+) -> LabelledImages:
+    """Load and merge every source (folders or zips of class folders)."""
+    from twinshot.data import load_dataset
+
+    if not sources:
+        raise DataError("data.sources is empty: name at least one folder or zip")
+    paths = [resolve_source(s) for s in sources]
+    datasets = [load_dataset(p, preprocessing, progress=progress, cache_dir=cache_dir or None) for p in paths]
+    return merge_datasets(datasets)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The two class-disjoint parts a run uses.
+
+    Attributes:
+        train: training classes (with rotated copies added when configured).
+        val: held-out classes for validation and calibration, or None.
+        full: everything that was loaded.
+    """
+
+    train: LabelledImages
+    val: LabelledImages | None
+    full: LabelledImages
+
+
+def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: bool = False) -> RunData:
+    """Load, split by class or group (seeded), and add rotations to the training part."""
+    from twinshot.data import class_split
+
+    full = load_sources(config.sources, preprocessing, progress=progress, cache_dir=config.cache_dir)
+    if config.val > 0:
+        val_amount: float | int = int(config.val) if config.val >= 1 else config.val
+        split = class_split(full, val=val_amount, test=0, seed=config.split_seed, by=config.split_by)
+        train, val = split.train, split.val
+    else:
+        train, val = full, None
+    if config.rotations:
+        from twinshot.data import add_rotated_classes
+
+        bad = [r for r in config.rotations if r % 90 or r % 360 == 0]
+        if bad:
+            raise DataError(f"data.rotations must be multiples of 90 other than 0, got {bad}")
+        train = add_rotated_classes(train, rotations=tuple(config.rotations))
+    return RunData(train=train, val=val, full=full)

@@ -1,0 +1,322 @@
+"""``train(config, run_dir)``: everything a training run does, from data to the final
+calibrated model. The CLI's ``twinshot train`` calls this and prints the result."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from twinshot.errors import ConfigError, TwinshotError
+from twinshot.training.checkpoint import (
+    CONFIG,
+    checkpoint_dir,
+    clean_temporaries,
+    read_trainer_state,
+    write_checkpoint,
+    write_json,
+)
+from twinshot.training.config import TrainConfig, apply_overrides, load_config, save_config
+
+#: Config sections that may change when a run is resumed (its length and patience).
+RESUMABLE_SECTIONS = ("run", "early_stopping")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        run_dir: the run directory.
+        best_accuracy, best_ci95: validation N-way K-shot accuracy of the best epoch
+            (NaN without validation).
+        best_epoch, best_step: when it was reached.
+        epochs, steps: done in total.
+        images_per_second: training throughput (forward + backward, images per second).
+        elapsed: wall-clock seconds of the run (all sessions).
+        stopped: "completed", "early_stopping", "time_budget" or "interrupted".
+        calibration: the head's fitted logistic ``{"scale", "bias", "pairs", "log_loss"}``, or None.
+    """
+
+    run_dir: Path
+    best_accuracy: float
+    best_ci95: float
+    best_epoch: int
+    best_step: int
+    epochs: int
+    steps: int
+    images_per_second: float
+    elapsed: float
+    stopped: str
+    calibration: dict[str, Any] | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped == "interrupted"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["run_dir"] = str(self.run_dir)
+        for k, v in d.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                d[k] = None
+        d["best_error"] = None if d["best_accuracy"] is None else 1.0 - d["best_accuracy"]
+        return d
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _make_augment(config: TrainConfig, generator: torch.Generator):
+    """``x (B, C, H, W) float -> augmented x``: the configured augmentation, drawing its
+    randomness from ``generator``."""
+    name = config.augmentation.name
+    if name in ("none", ""):
+        if config.augmentation.params:
+            raise ConfigError("augmentation.params given but augmentation.name is 'none'")
+        return lambda x: x
+    from twinshot.data import AUGMENTATIONS
+
+    augmentation = AUGMENTATIONS.build(name, **config.augmentation.params)
+    return lambda x: augmentation(x, generator=generator)
+
+
+def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any) -> Any:
+    from twinshot import data as D
+
+    s, n = config.sampler, config.run.steps_per_epoch
+    seed = config.run.seed
+    names = train_data.class_names
+    if batch_kind == "pairs":
+        return D.PairSampler(train_data.labels, s.batch_size, n, seed, s.same_fraction, class_names=names, skip_small=True)
+    if batch_kind == "triplets":
+        return D.TripletSampler(train_data.labels, s.batch_size, n, seed, class_names=names, skip_small=True)
+    if batch_kind == "labelled":
+        return D.ClassBalancedSampler(train_data.labels, s.n_classes, s.n_per_class, n, seed, class_names=names, skip_small=True)
+    if batch_kind == "episode":
+        return D.EpisodeSampler(
+            train_data.labels, s.n_way, s.n_shot, s.n_query, n, seed,
+            class_groups=train_data.class_groups, within_group=s.within_group, class_names=names, skip_small=True,
+        )
+    raise ConfigError(f"no sampler for batch kind {batch_kind!r}")  # pragma: no cover
+
+
+def model_spec(config: TrainConfig) -> Any:
+    """The :class:`ModelSpec` of the config's ``[model]`` table."""
+    from twinshot.data.images import Preprocessing
+    from twinshot.models import ModelSpec
+
+    m = config.model
+    p = m.preprocessing
+    preprocessing = Preprocessing(size=p.size, channels=p.channels, invert=p.invert, mean=p.mean, std=p.std)
+    return ModelSpec(m.encoder, dict(m.encoder_params), m.head, dict(m.head_params), preprocessing)
+
+
+def _check_validation(config: TrainConfig, val: Any) -> None:
+    v = config.validation
+    if v.within_group:
+        sizes = torch.bincount(val.class_groups, minlength=len(val.group_names))
+        if int(sizes.max()) < v.n_way:
+            raise ConfigError(
+                f"validation: no held-out group has {v.n_way} classes for within-group episodes "
+                f"(largest {int(sizes.max())}); lower validation.n_way, set validation.within_group=false "
+                f"or hold out more (data.val)"
+            )
+
+
+def train(
+    config: TrainConfig | None,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overrides: dict[str, Any] | list[str] | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    extra: dict[str, Any] | None = None,
+    console: Any = None,
+    data: Any = None,
+) -> TrainResult:
+    """Train a Siamese network and write the run to ``run_dir``.
+
+    Args:
+        config: the resolved config (ignored when ``resume``: the run's own is used).
+        run_dir: a new (or empty) directory, or the run to resume.
+        resume: continue the run in ``run_dir`` exactly where its ``last/`` checkpoint
+            stopped.
+        overrides: with ``resume``, changes to the ``run`` and ``early_stopping``
+            sections (e.g. more epochs); other sections cannot change.
+        progress: show progress bars and epoch lines on stderr.
+        callbacks: trainer callbacks (``on_step_end`` / ``on_epoch_end``).
+        extra: stored in the checkpoints' ``model.json`` (e.g. the command line).
+        data: an already loaded and split :class:`twinshot.training.data.RunData` to use
+            instead of loading ``config.data`` (the caller keeps them consistent).
+
+    Returns:
+        A :class:`TrainResult`; ``stopped == "interrupted"`` after Ctrl-C (the run can
+        be resumed).
+
+    Raises:
+        TwinshotError: one line, for a bad config, missing data or an unusable run dir.
+    """
+    from twinshot.losses import LOSSES
+    from twinshot.models import build_model
+    from twinshot.training.batches import BatchContext, step_function
+    from twinshot.training.calibrate import calibrate_head
+    from twinshot.training.data import prepare_data
+    from twinshot.training.optim import build_optimizer, build_scheduler
+    from twinshot.training.plot import plot_run
+    from twinshot.training.progress import RichReporter, SilentReporter
+    from twinshot.training.trainer import Trainer
+
+    run_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    saved_state = None
+    if resume:
+        if not (run_dir / CONFIG).is_file():
+            raise TwinshotError(f"{run_dir}: not a training run (no {CONFIG}); nothing to resume")
+        config = load_config(run_dir / CONFIG)
+        if overrides:
+            keys = overrides if isinstance(overrides, dict) else dict(o.split("=", 1) for o in overrides if "=" in o)
+            bad = [k for k in keys if k.split(".")[0] not in RESUMABLE_SECTIONS]
+            if bad:
+                raise ConfigError(
+                    f"cannot change {', '.join(bad)} when resuming; only {', '.join(s + '.*' for s in RESUMABLE_SECTIONS)}"
+                )
+            config = apply_overrides(config, overrides)
+        saved_state = read_trainer_state(run_dir)
+        clean_temporaries(run_dir)
+    else:
+        if config is None:
+            raise ConfigError("no config given")
+        if overrides:
+            config = apply_overrides(config, overrides)
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise TwinshotError(f"{run_dir} already exists and is not empty; choose another --out or --resume it")
+    assert config is not None
+    if config.run.epochs < 1 or config.run.steps_per_epoch < 1:
+        raise ConfigError("run.epochs and run.steps_per_epoch must be >= 1")
+    if config.run.log_every < 1:
+        raise ConfigError("run.log_every must be >= 1")
+
+    torch.set_num_threads(config.run.threads or available_cores())
+    reporter = RichReporter(console=console) if progress else SilentReporter()
+
+    # Components (the config is checked against the registries before any data is read).
+    loss = LOSSES.build(config.loss.name, **config.loss.params)
+    batch_kind = loss.batch_kind
+    spec = model_spec(config)
+    torch.manual_seed(config.run.seed)
+    model = build_model(spec)
+    aug_generator = torch.Generator().manual_seed(config.run.seed + 1)
+    augment = _make_augment(config, aug_generator)
+    optimizer = build_optimizer(config.optimizer, model)
+    scheduler = build_scheduler(config.schedule, optimizer, config.total_steps)
+
+    if data is None:
+        data = prepare_data(config.data, spec.preprocessing, progress=progress)
+    if data.val is not None:
+        _check_validation(config, data.val)
+    sampler = _make_sampler(config, batch_kind, data.train)
+    context = BatchContext(data.train.images, data.train.labels, spec.preprocessing, augment)
+
+    validate = None
+    if data.val is not None:
+        from twinshot.evaluation.episodes import evaluate_episodes
+
+        v = config.validation
+        val_data = data.val
+
+        def validate(m: Any) -> tuple[float, float]:
+            r = evaluate_episodes(
+                m, val_data, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query,
+                episodes=v.episodes, seed=v.seed, within_group=v.within_group,
+            )
+            return r.accuracy, r.ci95
+
+    run_extra = {
+        "trained_with": "twinshot train",
+        "data": {
+            "sources": list(config.data.sources),
+            "train_classes": data.train.n_classes,
+            "train_images": len(data.train),
+            "val_groups": [] if data.val is None else list(data.val.group_names),
+            "val_classes": 0 if data.val is None else data.val.n_classes,
+        },
+        **(extra or {}),
+    }
+    trainer = Trainer(
+        model, loss, sampler, context, step_function(batch_kind), optimizer, scheduler,
+        config=config, run_dir=run_dir, validate=validate, generators={"augmentation": aug_generator},
+        reporter=reporter, callbacks=callbacks, run_start=run_start, extra=run_extra,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if saved_state is not None:
+        trainer.load_state_dict(saved_state)
+        reporter.message(f"resuming {run_dir} at step {trainer.state.step} (epoch {trainer.state.epoch})")
+    else:
+        save_config(config, run_dir / CONFIG)
+        if data.val is not None:
+            reporter.message(
+                f"data: {data.train.n_classes} training classes ({len(data.train)} images), "
+                f"{data.val.n_classes} validation classes in {len(data.val.group_names)} held-out group(s)"
+            )
+    state = trainer.fit(resume_step=trainer.state.step if saved_state is not None else None)
+
+    calibration = None
+    if state.stopped != "interrupted":
+        calibration = _finish(trainer, data, config, LOSSES, calibrate_head)
+        plot_run(run_dir)
+    result = TrainResult(
+        run_dir=run_dir,
+        best_accuracy=state.best_accuracy if state.best_accuracy >= 0 else float("nan"),
+        best_ci95=state.best_ci95,
+        best_epoch=state.best_epoch,
+        best_step=state.best_step,
+        epochs=state.epoch,
+        steps=state.step,
+        images_per_second=state.images_per_second,
+        elapsed=state.elapsed,
+        stopped=state.stopped,
+        calibration=calibration,
+    )
+    write_json(run_dir / "summary.json", result.to_dict())
+    return result
+
+
+def _finish(trainer: Any, data: Any, config: TrainConfig, losses: Any, calibrate_head: Any) -> dict[str, Any] | None:
+    """Load the best weights, calibrate the head's logistic when the loss did not train
+    it, and rewrite ``best/`` (``last/`` is left exactly as trained, for resuming)."""
+    from safetensors.torch import load_file
+
+    from twinshot.losses import PairBCELoss
+
+    model = trainer.model
+    best = checkpoint_dir(trainer.run_dir, "best")
+    if best is not None:
+        model.load_state_dict(load_file(str(best / "model.safetensors")))
+    calibration = None
+    if not isinstance(trainer.loss, PairBCELoss):
+        target = data.val if data.val is not None else data.train
+        cal = calibrate_head(model, target, pairs=config.validation.calibration_pairs, seed=config.validation.seed)
+        calibration = asdict(cal)
+    metrics = trainer._metrics()
+    metrics["calibration"] = calibration
+    if best is None:  # no validation: the final model is the one to use
+        metrics["note"] = "no validation set: best/ is the final model"
+    else:
+        old = json.loads((best / "metrics.json").read_text())
+        for k in ("step", "epoch"):
+            metrics[k] = old.get(k, metrics[k])
+    write_checkpoint(trainer.run_dir, "best", model, config_toml=trainer._config_toml, metrics=metrics, extra=trainer.extra)
+    return calibration

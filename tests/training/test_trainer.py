@@ -1,0 +1,136 @@
+"""The training loop on a tiny synthetic set: exact resumption, reproducibility, early
+stopping, the time budget, Ctrl-C, and what a run directory holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.training._helpers import tiny_config
+from twinshot.errors import TwinshotError
+from twinshot.models import load_model, model_metadata
+from twinshot.training import train
+from twinshot.training.metrics import read_csv
+
+
+def _weights(run: Path, name: str = "last") -> dict[str, torch.Tensor]:
+    return load_file(str(run / name / "model.safetensors"))
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class InterruptAt:
+    """Raises KeyboardInterrupt (as Ctrl-C would) after a given step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of 2 epochs x 3 steps."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    result = train(tiny_config(tiny_data), run, progress=False)
+    assert result.stopped == "completed" and result.steps == 6 and result.epochs == 2
+    return run
+
+
+def test_run_directory_contents(reference: Path) -> None:
+    names = {p.name for p in reference.iterdir()}
+    assert {"config.toml", "metrics.csv", "epochs.csv", "best", "last", "summary.json", "training.png"} <= names
+    assert not [n for n in names if n.startswith(".")]
+    epochs = read_csv(reference / "epochs.csv")
+    assert [int(r["epoch"]) for r in epochs] == [1, 2]
+    assert all(0.0 <= float(r["val_accuracy"]) <= 1.0 for r in epochs)
+    assert [int(r["step"]) for r in read_csv(reference / "metrics.csv")] == [1, 2, 3, 4, 5, 6]
+    summary = json.loads((reference / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["images_per_second"] > 0
+    # best/ is a loadable model with calibrated probabilities and its metrics
+    model = load_model(reference)
+    meta = model_metadata(reference)
+    assert meta["metrics"]["best_accuracy"] == summary["best_accuracy"]
+    cal = meta["metrics"]["calibration"]
+    assert float(model.head.scale.detach()) == pytest.approx(cal["scale"]) and cal["pairs"] == 60
+    x = model.preprocessing.to_float(torch.zeros(2, 1, 16, 16, dtype=torch.uint8))
+    p = model.similarity(x[:1], x[1:])
+    assert 0.0 <= float(p.detach()) <= 1.0
+
+
+def test_resume_at_epoch_boundary_is_bit_exact(tiny_data: Path, tmp_path: Path, reference: Path) -> None:
+    run = tmp_path / "run"
+    first = train(tiny_config(tiny_data), run, progress=False, callbacks=[InterruptAt(3)])
+    assert first.stopped == "interrupted" and first.steps == 3
+    assert not (run / "training.png").exists()
+    second = train(None, run, resume=True, progress=False)
+    assert second.stopped == "completed" and second.steps == 6
+    _assert_same_weights(_weights(run), _weights(reference))
+    _assert_same_weights(_weights(run, "best"), _weights(reference, "best"))
+    ref_rows = read_csv(reference / "epochs.csv")
+    rows = read_csv(run / "epochs.csv")
+    assert [r["val_accuracy"] for r in rows] == [r["val_accuracy"] for r in ref_rows]
+    assert [r["loss"] for r in read_csv(run / "metrics.csv")] == [r["loss"] for r in read_csv(reference / "metrics.csv")]
+
+
+def test_resume_inside_an_epoch_is_bit_exact(tiny_data: Path, tmp_path: Path, reference: Path) -> None:
+    run = tmp_path / "run"
+    assert train(tiny_config(tiny_data), run, progress=False, callbacks=[InterruptAt(4)]).steps == 4
+    assert train(None, run, resume=True, progress=False).steps == 6
+    _assert_same_weights(_weights(run), _weights(reference))
+
+
+def test_same_seed_same_weights_other_seed_differs(tiny_data: Path, tmp_path: Path, reference: Path) -> None:
+    again = tmp_path / "again"
+    train(tiny_config(tiny_data), again, progress=False)
+    _assert_same_weights(_weights(again), _weights(reference))
+    other = tmp_path / "other"
+    train(tiny_config(tiny_data, **{"run.seed": 1, "run.epochs": 1}), other, progress=False)
+    w0, w1 = _weights(reference), _weights(other)
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_early_stopping(tiny_data: Path, tmp_path: Path) -> None:
+    # A learning rate so small nothing changes: the accuracy never improves after epoch 1.
+    config = tiny_config(tiny_data, **{"optimizer.lr": 1e-20, "run.epochs": 6, "run.steps_per_epoch": 1,
+                                       "early_stopping.patience": 2, "augmentation.name": "none"})
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.stopped == "early_stopping"
+    assert result.epochs == 3 and result.best_epoch == 1
+
+
+def test_time_budget_stops_and_saves(tiny_data: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(tiny_data, **{"run.time_budget": 1e-6}), tmp_path / "run", progress=False)
+    assert result.stopped == "time_budget" and result.steps == 1 and result.epochs == 1
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
+def test_refuses_existing_run_and_missing_resume(tiny_data: Path, reference: Path, tmp_path: Path) -> None:
+    with pytest.raises(TwinshotError, match="already exists and is not empty"):
+        train(tiny_config(tiny_data), reference, progress=False)
+    with pytest.raises(TwinshotError, match="nothing to resume"):
+        train(None, tmp_path, resume=True, progress=False)
+    with pytest.raises(TwinshotError, match="cannot change model.head when resuming"):
+        train(None, reference, resume=True, overrides={"model.head": "cosine"}, progress=False)
+
+
+@pytest.mark.parametrize("loss,params", [("contrastive", {"margin": 1.0}), ("triplet", {"margin": 0.2, "mining": "batch_hard"}),
+                                         ("bce", {})])
+def test_other_losses_train(tiny_data: Path, tmp_path: Path, loss: str, params: dict) -> None:
+    overrides = {"loss.name": loss, "loss.params": params, "run.epochs": 1, "run.steps_per_epoch": 2,
+                 "sampler.batch_size": 8, "sampler.n_classes": 4, "sampler.n_per_class": 3}
+    if loss == "bce":
+        overrides["model.head"] = "weighted_l1"
+    result = train(tiny_config(tiny_data, **overrides), tmp_path / "run", progress=False)
+    assert result.steps == 2 and 0.0 <= result.best_accuracy <= 1.0
+    assert (result.calibration is None) == (loss == "bce")
