@@ -134,3 +134,11 @@ def test_other_losses_train(tiny_data: Path, tmp_path: Path, loss: str, params: 
     result = train(tiny_config(tiny_data, **overrides), tmp_path / "run", progress=False)
     assert result.steps == 2 and 0.0 <= result.best_accuracy <= 1.0
     assert (result.calibration is None) == (loss == "bce")
+
+
+def test_evaluate_heldout_reuses_the_runs_split(reference: Path) -> None:
+    from twinshot.training import evaluate_heldout
+
+    result = evaluate_heldout(reference, episodes=20, seed=1)
+    assert result.n_way == 4 and result.within_group and result.episodes == 20
+    assert 0.0 <= result.accuracy <= 1.0

@@ -23,6 +23,7 @@ from twinshot.training.config import (
     parse_duration,
     save_config,
 )
+from twinshot.training.heldout import evaluate_heldout
 from twinshot.training.presets import preset_names
 from twinshot.training.run import TrainResult, model_spec, train
 
@@ -30,5 +31,5 @@ __all__ = [
     "TrainConfig", "DataConfig", "PreprocessingConfig", "ModelConfig", "LossConfig", "SamplerConfig",
     "AugmentationConfig", "OptimizerConfig", "ScheduleConfig", "RunConfig", "ValidationConfig",
     "EarlyStoppingConfig", "load_config", "apply_overrides", "save_config", "parse_duration",
-    "preset_names", "train", "TrainResult", "model_spec",
+    "preset_names", "train", "TrainResult", "model_spec", "evaluate_heldout",
 ]
