@@ -4,7 +4,6 @@ field names of the CLI's ``--json`` output. See ``docs/service.md``."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from typing import Any, Optional
 
@@ -13,23 +12,13 @@ from fastapi.responses import JSONResponse
 
 from twinshot.service.auth import client_of, require
 from twinshot.service.engine import Engine, Upload
+from twinshot.jsonsafe import clean
 from twinshot.service.errors import ServiceError
 from twinshot.service.keys import Principal
 
 router = APIRouter()
 
 _K_HELP = "Candidates (identify) or neighbours (search) per query."
-
-
-def clean(value: Any) -> Any:
-    """Replace NaN/inf (not JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
 
 
 class CleanJSONResponse(JSONResponse):
