@@ -105,6 +105,36 @@ def demo_config(data: str | Path, steps: int, *, time_budget: float = DEFAULT_TI
     )
 
 
+@torch.no_grad()
+def open_set_threshold(
+    model: Any, dataset: Any, *, n_enrolled: int, fpir: float = 0.1, trials: int = 600, seed: int = 0
+) -> float:
+    """The acceptance threshold (a logit) at which about ``fpir`` of unknown drawings are
+    accepted by a gallery of ``n_enrolled`` characters of their own alphabet, each enrolled
+    with one drawing: simulated ``trials`` times on ``dataset`` (labelled images with groups,
+    not the ones the demo enrolls)."""
+    from twinshot.gallery import threshold_at_fpir
+
+    g = torch.Generator().manual_seed(seed)
+    emb = model.embed_images(dataset.images)
+    by_class = dataset.class_indices()
+    groups = [
+        torch.nonzero(dataset.class_groups == gr).flatten() for gr in range(len(dataset.group_names))
+    ]
+    groups = [cls for cls in groups if len(cls) > n_enrolled]
+    if not groups:
+        raise DataError(f"no group has more than {n_enrolled} classes to simulate unknown drawings")
+    best = []
+    for _ in range(trials):
+        cls = groups[int(torch.randint(len(groups), (1,), generator=g))]
+        cls = cls[torch.randperm(len(cls), generator=g)]
+        refs = torch.stack([by_class[int(c)][torch.randint(len(by_class[int(c)]), (1,), generator=g)][0] for c in cls[:n_enrolled]])
+        members = by_class[int(cls[n_enrolled])]
+        query = members[torch.randint(len(members), (1,), generator=g)]
+        best.append(float(model.head.pairwise_logits(emb[query], emb[refs]).max()))
+    return float(threshold_at_fpir(torch.tensor(best).numpy(), fpir))
+
+
 def _short(name: str) -> str:
     return name.replace("_", " ")
 
@@ -227,30 +257,43 @@ def run_demo(
     enrolled, unknown = classes[:n_enrolled].tolist(), int(classes[n_enrolled])
     by_class = val.class_indices()
     gallery_path = out / "gallery.sqlite"
-    # threshold: a 5% false accept rate on within-alphabet pairs of the *other* held-out
-    # alphabets (when there are any), so the demo's own characters play no part in choosing
-    # it; with 5 enrolled characters, an unknown drawing then has about a 1 - 0.95**5 = 23%
-    # chance that some enrolled character scores above the threshold.
-    others = [c for c in range(val.n_classes) if int(val.class_groups[c]) != group]
-    calib_set = val.subset_classes(others) if len(others) >= 2 else val
+    # The gallery's probabilities (Platt scaling on within-alphabet pairs) and its threshold
+    # (the score above which only 10% of unknown drawings are accepted by a gallery like
+    # the demo's, simulated) are fitted on the alphabet's *other* characters: neither the
+    # enrolled characters nor the unknown one play any part in choosing them.
+    rest = classes[n_enrolled + 1 :].tolist()
+    if len(rest) > n_enrolled:
+        calib_set = val.subset_classes(rest)
+    else:
+        others = [c for c in range(val.n_classes) if int(val.class_groups[c]) != group]
+        calib_set = val.subset_classes(others) if len(others) > n_enrolled else val
     i1, i2, same = sample_pairs(calib_set, 2000, seed, within_group=True)
     with torch.no_grad():
         emb = model.embed_images(calib_set.images)
         scores = model.head(emb[i1], emb[i2]).numpy()
+    threshold = open_set_threshold(model, calib_set, n_enrolled=n_enrolled, fpir=0.1, seed=seed)
     alphabet = _short(val.group_names[group])
     say(f"One-shot recognition: enrolling ONE drawing of each of {n_enrolled} {alphabet} characters ...")
+    say(
+        f"  (acceptance threshold fitted on {calib_set.n_classes} other characters so that about 10% of "
+        f"unknown drawings would be accepted)"
+    )
     queries: list[tuple[int, str | None]] = []
     with Gallery.create(gallery_path, model) as gallery:
-        gallery.calibrate_scores(scores, same.numpy(), far=0.05, n_boot=200, source="held-out alphabets")
+        gallery.calibrate_scores(scores, same.numpy(), eer=True, n_boot=200, source="held-out alphabets")
+        gallery.set_threshold(threshold)
+        # The images are already decoded (and ink-inverted) tensors, so they are embedded
+        # here and handed to the gallery as embeddings (gallery.enroll would decode again).
         for c in enrolled:
             members = by_class[c][torch.randperm(len(by_class[c]), generator=g)]
-            gallery.enroll(val.class_names[c], val.images[members[:1]])
+            gallery.enroll_embeddings(val.class_names[c], model.embed_images(val.images[members[:1]]))
             for i in members[1 : 1 + queries_per_character].tolist():
                 queries.append((i, val.class_names[c]))
         members = by_class[unknown][torch.randperm(len(by_class[unknown]), generator=g)]
         for i in members[:queries_per_character].tolist():
             queries.append((i, None))
-        answers = gallery.identify(val.images[torch.tensor([i for i, _ in queries])], k=1)
+        query_idx = torch.tensor([i for i, _ in queries])
+        answers = gallery.identify_embeddings(model.embed_images(val.images[query_idx]), k=1)
     for (i, truth), ans in zip(queries, answers):
         best = ans.candidates[0]
         demo.recognitions.append(

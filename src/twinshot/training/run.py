@@ -237,12 +237,14 @@ def train(
         v = config.validation
         val_data = data.val
 
-        def validate(m: Any) -> tuple[float, float]:
+        def episodes_accuracy(m: Any) -> tuple[float, float]:
             r = evaluate_episodes(
                 m, val_data, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query,
                 episodes=v.episodes, seed=v.seed, within_group=v.within_group,
             )
             return r.accuracy, r.ci95
+
+        validate = episodes_accuracy
 
     run_extra = {
         "trained_with": "twinshot train",
