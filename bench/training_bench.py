@@ -35,11 +35,11 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
 # -- the machine's peak ----------------------------------------------------------------------
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5, min_time: float = 0.5) -> dict[str, Any]:
-    """FLOP/s of a float32 ``(n, n) @ (n, n)`` product with torch (all threads): ``2 n^3``
-    floating-point operations per product. Returns ``{"n", "flops_per_s": summary}``."""
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
+def matmul_peak(n: int = 2048, repeats: int = 5, min_time: float = 0.5, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """FLOP/s of a ``(n, n) @ (n, n)`` product in ``dtype`` with torch (all threads): ``2 n^3``
+    floating-point operations per product. Returns ``{"n", "dtype", "flops_per_s": summary}``."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
     torch.mm(a, b)
     rates = []
     for _ in range(repeats):
@@ -51,7 +51,24 @@ def matmul_peak(n: int = 2048, repeats: int = 5, min_time: float = 0.5) -> dict[
             if dt >= min_time:
                 break
         rates.append(2.0 * n**3 * count / dt)
-    return {"n": n, "threads": torch.get_num_threads(), "flops_per_s": summary(rates)}
+    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(), "flops_per_s": summary(rates)}
+
+
+def _model_and_context(config: Any, data: Any, augment: Any, seed: int = 0) -> tuple[Any, Any]:
+    """The preset's model (channels-last if the config says so) and the batch context with
+    the config's precision, as ``twinshot train`` builds them."""
+    from twinshot.models import build_model
+    from twinshot.training.batches import BatchContext, resolve_precision
+    from twinshot.training.run import model_spec
+
+    spec = model_spec(config)
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    if config.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ctx = BatchContext(data.train.images, data.train.labels, spec.preprocessing, augment,
+                       precision=resolve_precision(config.run.precision), channels_last=config.run.channels_last)
+    return model, ctx
 
 
 # -- the preset ------------------------------------------------------------------------------
@@ -132,25 +149,20 @@ def twinshot_training(config: Any, data: Any, *, steps: int, repeats: int, threa
     ``images_per_s``: sampling, indexing the in-memory images, batch augmentation, forward,
     loss, backward, optimiser)."""
     from twinshot.losses import LOSSES
-    from twinshot.models import build_model
     from twinshot.training import apply_overrides
-    from twinshot.training.batches import BatchContext, step_function
+    from twinshot.training.batches import step_function
     from twinshot.training.optim import build_optimizer, build_scheduler
-    from twinshot.training.run import _make_augment, _make_sampler, available_cores, model_spec
+    from twinshot.training.run import _make_augment, _make_sampler, available_cores
     from twinshot.training.trainer import Trainer
 
     config = apply_overrides(config, [f"run.epochs={repeats + 1}", f"run.steps_per_epoch={steps}"])
     torch.set_num_threads(threads or config.run.threads or available_cores())
     loss = LOSSES.build(config.loss.name, **config.loss.params)
-    spec = model_spec(config)
-    torch.manual_seed(config.run.seed)
-    model = build_model(spec)
     generator = torch.Generator().manual_seed(config.run.seed + 1)
-    augment = _make_augment(config, generator)
+    model, context = _model_and_context(config, data, _make_augment(config, generator), seed=config.run.seed)
     optimizer = build_optimizer(config.optimizer, model)
     scheduler = build_scheduler(config.schedule, optimizer, config.total_steps)
     sampler = _make_sampler(config, loss.batch_kind, data.train)
-    context = BatchContext(data.train.images, data.train.labels, spec.preprocessing, augment)
     rates = _EpochRates()
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "run").mkdir()
@@ -167,6 +179,8 @@ def twinshot_training(config: Any, data: Any, *, steps: int, repeats: int, threa
         "images_per_step": config.sampler.n_way * (config.sampler.n_shot + config.sampler.n_query),
         "augmentation": config.augmentation.name,
         "threads": torch.get_num_threads(),
+        "precision": context.precision,
+        "channels_last": bool(config.run.channels_last),
     }
 
 
@@ -212,22 +226,23 @@ def model_only_training(config: Any, data: Any, *, steps: int, repeats: int, thr
     on one fixed, already converted episode (no sampling, indexing or augmentation). The
     ceiling any data pipeline can reach with this model on this machine."""
     from twinshot.losses import LOSSES
-    from twinshot.models import build_model
-    from twinshot.training.run import _make_sampler, available_cores, model_spec
+    from twinshot.training.run import _make_sampler, available_cores
 
     torch.set_num_threads(threads or config.run.threads or available_cores())
     loss = LOSSES.build(config.loss.name, **config.loss.params)
-    torch.manual_seed(0)
-    model = build_model(model_spec(config)).train()
+    model, ctx = _model_and_context(config, data, lambda x: x)
+    model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optimizer.lr)
     episode = next(iter(_make_sampler(config, loss.batch_kind, data.train)))
     idx = torch.cat([episode.support, episode.query])
-    x = model.preprocessing.to_float(data.train.images[idx])
+    x = ctx.inputs(idx)
     n_support = episode.support.shape[0]
 
     def one() -> None:
         optimizer.zero_grad(set_to_none=True)
-        e = model.embed(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ctx.precision == "bf16"):
+            e = model.embed(x)
+        e = e.float()
         value = loss(e[:n_support], episode.support_labels, e[n_support:], episode.query_labels)
         float(value.detach())
         value.backward()
@@ -250,15 +265,13 @@ def profile_twinshot_step(config: Any, data: Any, steps: int = 5) -> list[dict[s
     from torch.profiler import ProfilerActivity, profile
 
     from twinshot.losses import LOSSES
-    from twinshot.models import build_model
-    from twinshot.training.batches import BatchContext, step_function
-    from twinshot.training.run import _make_augment, _make_sampler, model_spec
+    from twinshot.training.batches import step_function
+    from twinshot.training.run import _make_augment, _make_sampler
 
     loss = LOSSES.build(config.loss.name, **config.loss.params)
-    torch.manual_seed(0)
-    model = build_model(model_spec(config)).train()
     generator = torch.Generator().manual_seed(1)
-    ctx = BatchContext(data.train.images, data.train.labels, model.preprocessing, _make_augment(config, generator))
+    model, ctx = _model_and_context(config, data, _make_augment(config, generator))
+    model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optimizer.lr)
     step = step_function(loss.batch_kind)
     batches = iter(_make_sampler(config, loss.batch_kind, data.train))

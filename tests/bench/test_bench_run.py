@@ -61,3 +61,10 @@ def test_time_to_accuracy_is_read_from_epochs_csv(tmp_path: Path) -> None:
     out = read_time_to_accuracy(run)
     assert out["reached"] and out["epoch"] == 2 and out["minutes"] == pytest.approx(2.5)
     assert read_time_to_accuracy(run, target_error=0.01)["reached"] is False
+
+
+@pytest.mark.parametrize("variant", ["fp32", "bf16cl"])
+def test_precision_bench_runs(variant: str) -> None:
+    from bench.precision_bench import images_per_second
+
+    assert images_per_second(variant, steps=1, warmup=1) > 0

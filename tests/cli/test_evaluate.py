@@ -121,5 +121,11 @@ def test_verification_cli_errors(model_dir: Path, tmp_path: Path, capsys) -> Non
 def test_help_lists_subcommands(capsys) -> None:
     assert cli(["evaluate", "--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("episodes", "omniglot-runs", "verification"):
+    for name in ("episodes", "heldout", "omniglot-runs", "verification"):
         assert name in out
+
+
+def test_heldout_needs_the_runs_config(model_dir: Path, capsys) -> None:
+    assert cli(["evaluate", "heldout", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no config.toml" in err and "Traceback" not in err

@@ -129,6 +129,33 @@ def test_rejects_bad_input_and_config() -> None:
         KochAffine(scale=(1.2, 0.8))
     with pytest.raises(ConfigError, match="p must be in"):
         KochAffine(p=2)
+    with pytest.raises(ConfigError, match="flip must be in"):
+        KochAffine(flip=-0.1)
+
+
+def test_flip_mirrors_left_right_with_its_probability() -> None:
+    x = torch.rand(6, 2, 9, 14)
+    assert torch.allclose(KochAffine(**OFF, flip=1.0)(x, _gen()), torch.flip(x, dims=[3]), atol=1e-6)
+    # with the other components on, the spot lands where the flipped matrix says
+    aug = KochAffine(rotation=0.0, shear=0.0, scale=(1.0, 1.0), translate=3.0, p=1.0, flip=1.0)
+    out = aug(_blob(4), _gen(1))
+    forward, active = aug.matrices(4, _gen(1))
+    expected = forward @ torch.tensor([8.0, -5.0, 1.0], dtype=torch.float64)
+    assert active.all() and (forward[:, 0, 0] == -1).all()
+    assert torch.allclose(_centroids(out), expected.float(), atol=0.05)
+    _, active = KochAffine(**OFF, flip=0.3)(x, _gen()), KochAffine(**OFF, flip=0.3).matrices(4000, _gen(2))[1]
+    assert 0.26 < active.float().mean() < 0.34
+
+
+def test_flip_off_keeps_the_random_stream() -> None:
+    """Configs written before `flip` existed give the same batches."""
+    x = torch.rand(32, 1, 12, 12)
+    assert torch.equal(KochAffine()(x, _gen(5)), KochAffine(flip=0.0)(x, _gen(5)))
+    g = _gen(5)
+    KochAffine()(x, g)
+    h = _gen(5)
+    KochAffine(flip=0.0)(x, h)
+    assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=h))
 
 
 def test_registry() -> None:

@@ -123,3 +123,32 @@ def test_writer_name_run_data_splits_by_writer(tmp_path: Path) -> None:
     assert len(train_writers) == 3 and len(val_writers) == 2 and not train_writers & val_writers
     assert data.train.n_classes == 30 and data.val.n_classes == 20
     assert len(data.train.group_names) == 10
+
+
+def test_preset_relabels_through_the_trainer_data_hook(tmp_path: Path) -> None:
+    """`twinshot train --preset signatures` gets writer/name classes from `data.relabel`
+    alone (the same classes as writer_name_run_data), split by writer."""
+    from twinshot.evaluation.signatures import writer_name_run_data
+    from twinshot.training import load_config
+    from twinshot.training.data import prepare_data
+    from twinshot.training.run import model_spec
+
+    root = _fake_dataset(tmp_path / "sig", writers=5)
+    config = load_config(preset="signatures", overrides={"data.sources": [str(root)], "data.val": 2, "model.preprocessing.size": [8, 8]})
+    assert config.data.relabel == "signatures_writer_name"
+    data = prepare_data(config.data, model_spec(config).preprocessing)
+    ref = writer_name_run_data(config)
+    assert data.train.class_names == ref.train.class_names and data.val.class_names == ref.val.class_names
+    assert torch.equal(data.train.labels, ref.train.labels)
+    assert data.train.n_classes == 30 and data.val.n_classes == 20
+
+
+def test_unknown_relabel_is_a_config_error(tmp_path: Path) -> None:
+    from twinshot.errors import ConfigError
+    from twinshot.training import load_config
+    from twinshot.training.data import prepare_data
+    from twinshot.training.run import model_spec
+
+    config = load_config(preset="signatures", overrides={"data.relabel": "by_moon_phase", "data.sources": [str(tmp_path / "none")]})
+    with pytest.raises(ConfigError, match="unknown relabel 'by_moon_phase'; valid: signatures_writer_name"):
+        prepare_data(config.data, model_spec(config).preprocessing)

@@ -163,6 +163,36 @@ def test_numpy_topk_matches_torch(shape: tuple[int, int], k: int, monkeypatch: p
     np.testing.assert_array_equal(got_i, want_i.numpy())
 
 
+def _block_topk_cases() -> list[tuple[str, np.ndarray, int]]:
+    rng = np.random.default_rng(1)
+    wide = rng.standard_normal((5, 10_000)).astype(np.float32)
+    ragged = rng.standard_normal((3, 1_017)).astype(np.float32)  # a partial last block
+    clustered = rng.standard_normal((2, 4_096)).astype(np.float32)
+    clustered[:, 64:74] += 50.0  # the whole top 10 inside one block, and its neighbour
+    tail = rng.standard_normal((2, 2_000)).astype(np.float32)
+    tail[:, -5:] += 50.0  # the best columns in the partial block
+    spread = np.arange(8_192, dtype=np.float32)[None, :].repeat(2, 0)  # one best per block
+    with_inf = rng.standard_normal((2, 5_000)).astype(np.float32)
+    with_inf[:, ::2] = -np.inf
+    return [("wide", wide, 10), ("ragged", ragged, 5), ("clustered", clustered, 10), ("tail", tail, 8),
+            ("spread", spread, 50), ("with_inf", with_inf, 20), ("k1", wide, 1)]
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+@pytest.mark.parametrize("name,scores,k", _block_topk_cases(), ids=[c[0] for c in _block_topk_cases()])
+def test_block_topk_is_exact(engine: str, name: str, scores: np.ndarray, k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The block-maximum top-k gives exactly torch.topk's values and columns (no ties here)."""
+    import twinshot.gallery.index as index
+
+    want_s, want_i = torch.topk(torch.from_numpy(scores), k, dim=1)
+    if engine == "numpy":
+        monkeypatch.setattr(index, "_torch_loaded", lambda: False)
+    got_s, got_i = topk(scores, k)
+    np.testing.assert_array_equal(got_s, want_s.numpy())
+    np.testing.assert_array_equal(got_i, want_i.numpy())
+    assert got_i.dtype == np.int64
+
+
 @pytest.mark.parametrize("rule", ["max", "mean"])
 def test_numpy_aggregation_matches_torch(tmp_path: Path, rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import twinshot.gallery.index as index

@@ -142,3 +142,57 @@ def test_evaluate_heldout_reuses_the_runs_split(reference: Path) -> None:
     result = evaluate_heldout(reference, episodes=20, seed=1)
     assert result.n_way == 4 and result.within_group and result.episodes == 20
     assert 0.0 <= result.accuracy <= 1.0
+
+
+def test_cli_evaluate_heldout_json(reference: Path, capsys) -> None:
+    from twinshot.cli.main import cli
+    from twinshot.training import evaluate_heldout
+
+    assert cli(["evaluate", "heldout", str(reference), "--episodes", "20", "--seed", "1", "--json"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert out["accuracy"] == evaluate_heldout(reference, episodes=20, seed=1).accuracy
+    assert out["n_way"] == 4 and out["episodes"] == 20 and out["within_group"]
+
+
+def test_channels_last_and_bf16_train_close_to_fp32(tiny_data: Path, tmp_path: Path) -> None:
+    """Channels-last batches (same arithmetic up to rounding) and bf16 mixed precision (the
+    encoder under autocast) start from the same loss as float32 (no dropout: its mask would
+    land on other elements in another memory format); weights stay float32 and are saved
+    contiguous; a bf16 run is reproducible and resumes bit-exactly."""
+    base = {"model.encoder_params": {"widths": [8, 8], "embedding_dim": 16, "dropout": 0.0}}
+    runs = {"fp32": {}, "cl": {"run.channels_last": True}, "bf16": {"run.precision": "bf16", "run.channels_last": True}}
+    first_loss = {}
+    for name, extra in runs.items():
+        train(tiny_config(tiny_data, **base, **extra), tmp_path / name, progress=False)
+        first_loss[name] = float(read_csv(tmp_path / name / "metrics.csv")[0]["loss"])
+        for v in _weights(tmp_path / name).values():
+            assert v.dtype != torch.bfloat16 and v.is_contiguous()
+    assert first_loss["cl"] == pytest.approx(first_loss["fp32"], rel=1e-4)
+    assert first_loss["bf16"] == pytest.approx(first_loss["fp32"], rel=3e-2)
+    assert model_metadata(tmp_path / "bf16" / "best")["precision"] == "bf16"
+    load_model(tmp_path / "bf16" / "best")  # loads like any checkpoint
+    again = tmp_path / "bf16-resumed"
+    config = tiny_config(tiny_data, **base, **runs["bf16"])
+    train(config, again, progress=False, callbacks=[InterruptAt(4)])
+    train(None, again, resume=True, progress=False)
+    _assert_same_weights(_weights(again), _weights(tmp_path / "bf16"))
+
+
+def test_unknown_precision_is_rejected_before_loading(tmp_path: Path) -> None:
+    from twinshot.errors import ConfigError
+    from twinshot.training import load_config
+
+    config = load_config(overrides={"data.sources": [str(tmp_path / "missing")], "run.precision": "fp8"})
+    with pytest.raises(ConfigError, match="run.precision must be one of fp32, bf16, auto, got 'fp8'"):
+        train(config, tmp_path / "run", progress=False)
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twinshot.training.batches as batches
+
+    monkeypatch.setattr(batches, "native_bf16", lambda: True)
+    assert batches.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(batches, "native_bf16", lambda: False)
+    assert batches.resolve_precision("auto") == "fp32" and batches.resolve_precision("bf16") == "bf16"

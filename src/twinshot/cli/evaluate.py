@@ -69,6 +69,32 @@ def episodes(
     )
 
 
+@app.command("heldout")
+def heldout(
+    model: str = typer.Argument(..., metavar="MODEL", help="A shipped model name, a checkpoint or a run directory (it must hold its config.toml)."),
+    data: list[str] = typer.Option(None, "--data", help="Replaces the run's data sources (where the dataset lives here); repeatable."),
+    n_episodes: int = typer.Option(2000, "--episodes", help="Number of episodes."),
+    seed: int = typer.Option(1, "--seed", help="Seed of the episodes (the run picked its best epoch on other episodes)."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Accuracy on the classes the model's own training run held out (its seeded split and
+    validation protocol, e.g. within-alphabet 20-way one-shot), over fresh episodes."""
+    from twinshot.training.heldout import evaluate_heldout
+
+    result = evaluate_heldout(model, data=data or None, episodes=n_episodes, seed=seed, progress=_show_progress(as_json))
+    if as_json:
+        out = result.to_dict()
+        out.update(model=str(model))
+        _emit_json(out)
+        return
+    ci = f" ± {100 * result.ci95:.2f}%" if math.isfinite(result.ci95) else ""
+    where = "within groups" if result.within_group else "across groups"
+    _console().print(
+        f"[bold]{result.n_way}-way {result.n_shot}-shot accuracy on the held-out classes: "
+        f"{100 * result.accuracy:.2f}%{ci}[/bold] (95% CI; {result.episodes} episodes, {where}, seed {result.seed})"
+    )
+
+
 @app.command("omniglot-runs")
 def omniglot_runs(
     model: str = typer.Argument(..., metavar="MODEL", help=_MODEL_HELP),

@@ -63,9 +63,14 @@ class KochAffine:
     is inverted to the foreground). Works on any device; the parameters are drawn on the
     generator's device.
 
+    ``flip`` (not in Koch et al.; off by default) mirrors each image left-right with that
+    probability before the other components: for faces, whose mirror image is the same
+    person, not for characters, whose mirror image may be another character. It draws from
+    the generator only when it is on, so configs without it see the same random stream.
+
     A component is off when its range is empty (``rotation=0``, ``shear=0``,
-    ``scale=(1, 1)``, ``translate=0``); with all off, or ``p=0``, the batch is returned as
-    is. Images that draw no component are returned exactly unchanged.
+    ``scale=(1, 1)``, ``translate=0``); with all off, or ``p=0`` and ``flip=0``, the batch is
+    returned as is. Images that draw no component are returned exactly unchanged.
     """
 
     rotation: float = 10.0
@@ -74,6 +79,7 @@ class KochAffine:
     translate: float = 2.0
     p: float = 0.5
     fill: float = 0.0
+    flip: float = 0.0
 
     def __post_init__(self) -> None:
         scale = tuple(float(s) for s in self.scale)
@@ -85,6 +91,8 @@ class KochAffine:
                 raise ConfigError(f"koch_affine {name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.p <= 1.0:
             raise ConfigError(f"koch_affine p must be in [0, 1], got {self.p}")
+        if not 0.0 <= self.flip <= 1.0:
+            raise ConfigError(f"koch_affine flip must be in [0, 1], got {self.flip}")
 
     @property
     def enabled(self) -> torch.Tensor:
@@ -119,13 +127,19 @@ class KochAffine:
         shear = torch.stack([zero + 1, shear_x, shear_y, zero + 1], 1).view(-1, 2, 2)
         scale = torch.diag_embed(torch.stack([scale_x, scale_y], 1))
         linear = rotate @ shear @ scale
+        active = on.any(1)
+        if self.flip > 0:  # mirror x first: linear . diag(-1, 1)
+            flipped = torch.rand(batch, generator=generator, device=dev) < self.flip
+            mirror = torch.where(flipped, zero - 1, zero + 1)
+            linear = linear * torch.stack([mirror, zero + 1], 1).unsqueeze(1)
+            active = active | flipped
         forward = torch.cat([linear, torch.stack([shift_x, shift_y], 1).unsqueeze(2)], 2)
-        return forward, on.any(1)
+        return forward, active
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Distort ``images`` (float ``(B, C, H, W)``); returns a new ``(B, C, H, W)`` batch."""
         _check_batch(images)
-        if self.p == 0 or not bool(self.enabled.any()) or images.shape[0] == 0:
+        if (self.p == 0 or not bool(self.enabled.any())) and self.flip == 0 or images.shape[0] == 0:
             return images
         b, _, h, w = images.shape
         forward, active = self.matrices(b, generator)

@@ -223,28 +223,21 @@ def writer_name_run_data(config: "object", *, progress: bool = False) -> "object
     """The :class:`twinshot.training.data.RunData` of a signatures training config with
     ``writer/name`` classes: the sources are loaded and split **by writer** as configured
     (``data.split_by = "class"`` on writer folders), then each part is relabelled with
-    :func:`relabel_writer_name`, so no writer is in both parts."""
-    from twinshot.training.data import RunData, prepare_data
+    :func:`relabel_writer_name` (``data.relabel = "signatures_writer_name"``, which the
+    ``signatures`` preset sets), so no writer is in both parts."""
+    import dataclasses
+
+    from twinshot.training.data import prepare_data
     from twinshot.training.run import model_spec
 
-    data = prepare_data(config.data, model_spec(config).preprocessing, progress=progress)  # type: ignore[attr-defined]
-    return RunData(
-        train=relabel_writer_name(data.train),
-        val=None if data.val is None else relabel_writer_name(data.val),
-        full=data.full,
-    )
+    data_config = dataclasses.replace(config.data, relabel="signatures_writer_name")  # type: ignore[attr-defined]
+    return prepare_data(data_config, model_spec(config).preprocessing, progress=progress)
 
 
 def train_writer_name(run_dir: str | os.PathLike, *, preset: str = "signatures", overrides: dict | None = None, progress: bool = True) -> "object":
-    """Train the ``signatures`` preset with ``writer/name`` classes grouped by name (what
-    the shipped ``signatures`` model was trained with); returns the ``TrainResult``.
-
-    Until the trainer has a data hook for it, this is how to reproduce the shipped model::
-
-        python -c "from twinshot.evaluation.signatures import train_writer_name; train_writer_name('runs/signatures')"
-    """
+    """Train the ``signatures`` preset (``writer/name`` classes grouped by name); returns the
+    ``TrainResult``. The same as ``twinshot train --preset signatures --out RUN_DIR``."""
     from twinshot.training import load_config, train
 
-    config = load_config(preset=preset, overrides=overrides or {})
-    return train(config, run_dir, data=writer_name_run_data(config, progress=progress), progress=progress,
-                 extra={"classes": "writer/name, grouped by name (twinshot.evaluation.signatures.relabel_writer_name)"})
+    config = load_config(preset=preset, overrides={"data.relabel": "signatures_writer_name", **(overrides or {})})
+    return train(config, run_dir, progress=progress)

@@ -59,6 +59,9 @@ class DataConfig:
         rotations: rotations in degrees (multiples of 90) added to the **training** set
             as new classes.
         cache_dir: where the data loader may cache decoded images ("" = no cache).
+        relabel: a named relabelling applied to both parts after the split ("" = keep the
+            folder classes); see :data:`twinshot.data.relabel.RELABELS` (e.g.
+            ``"signatures_writer_name"``: writer/name classes grouped by name).
     """
 
     sources: tuple[str, ...] = (DEFAULT_OMNIGLOT,)
@@ -67,6 +70,7 @@ class DataConfig:
     split_seed: int = 0
     rotations: tuple[int, ...] = ()
     cache_dir: str = ""
+    relabel: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,12 @@ class RunConfig:
         seed: seeds the model initialisation, the sampler and the augmentation.
         threads: torch intra-op threads; ``0`` uses the cores available to the process.
         log_every: steps per row of ``metrics.csv``.
+        precision: ``"fp32"``, or ``"bf16"``: the encoder's forward pass (and so its
+            backward) runs under ``torch.autocast`` in bfloat16, the loss, the optimiser
+            and the weights stay float32 (mixed precision; 2-3x faster on CPUs with
+            AVX512-BF16/AMX, slower on CPUs without). Validation is float32.
+        channels_last: keep the weights and input batches in channels-last memory format
+            (faster convolutions on CPU, same arithmetic up to rounding).
     """
 
     epochs: int = 10
@@ -179,6 +189,8 @@ class RunConfig:
     seed: int = 0
     threads: int = 0
     log_every: int = 10
+    precision: str = "fp32"
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,13 @@ class RunData:
 
 
 def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: bool = False) -> RunData:
-    """Load, split by class or group (seeded), and add rotations to the training part."""
+    """Load, split by class or group (seeded), relabel both parts if configured, and add
+    rotations to the training part."""
     from twinshot.data import class_split
+    from twinshot.data.relabel import RELABELS
 
+    if config.relabel:
+        RELABELS.get(config.relabel)  # an unknown name fails before the data is loaded
     full = load_sources(config.sources, preprocessing, progress=progress, cache_dir=config.cache_dir)
     if config.val > 0:
         val_amount: float | int = int(config.val) if config.val >= 1 else config.val
@@ -124,6 +128,9 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
         train, val = split.train, split.val
     else:
         train, val = full, None
+    if config.relabel:
+        train = RELABELS.get(config.relabel)(train)
+        val = None if val is None else RELABELS.get(config.relabel)(val)
     if config.rotations:
         from twinshot.data import add_rotated_classes
 

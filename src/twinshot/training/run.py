@@ -208,6 +208,9 @@ def train(
         raise ConfigError("run.epochs and run.steps_per_epoch must be >= 1")
     if config.run.log_every < 1:
         raise ConfigError("run.log_every must be >= 1")
+    from twinshot.training.batches import resolve_precision
+
+    precision = resolve_precision(config.run.precision)
 
     torch.set_num_threads(config.run.threads or available_cores())
     reporter = RichReporter(console=console) if progress else SilentReporter()
@@ -218,6 +221,8 @@ def train(
     spec = model_spec(config)
     torch.manual_seed(config.run.seed)
     model = build_model(spec)
+    if config.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     aug_generator = torch.Generator().manual_seed(config.run.seed + 1)
     augment = _make_augment(config, aug_generator)
     optimizer = build_optimizer(config.optimizer, model)
@@ -228,7 +233,10 @@ def train(
     if data.val is not None:
         _check_validation(config, data.val)
     sampler = _make_sampler(config, batch_kind, data.train)
-    context = BatchContext(data.train.images, data.train.labels, spec.preprocessing, augment)
+    context = BatchContext(
+        data.train.images, data.train.labels, spec.preprocessing, augment,
+        precision=precision, channels_last=config.run.channels_last,
+    )
 
     validate = None
     if data.val is not None:
@@ -255,6 +263,7 @@ def train(
             "val_groups": [] if data.val is None else list(data.val.group_names),
             "val_classes": 0 if data.val is None else data.val.n_classes,
         },
+        "precision": precision,
         **(extra or {}),
     }
     trainer = Trainer(
