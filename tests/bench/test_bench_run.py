@@ -32,6 +32,9 @@ def test_tiny_run_writes_the_report(tmp_path: Path, omniglot_dir: Path) -> None:
     assert "met**" in md and "AMD" in md or "Machine" in md
     data = json.loads((tmp_path / "benchmarks.json").read_text())
     assert data["mode"] == "tiny" and data["machine"]["versions"]["torch"]
+    (tmp_path / "benchmarks.md").unlink()
+    main(["--render", "--out-dir", str(tmp_path)])  # the report again from the JSON alone
+    assert (tmp_path / "benchmarks.md").read_text() == md
 
 
 def test_skip_is_checked_and_honoured(tmp_path: Path) -> None:

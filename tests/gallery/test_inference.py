@@ -168,7 +168,8 @@ def _block_topk_cases() -> list[tuple[str, np.ndarray, int]]:
     wide = rng.standard_normal((5, 10_000)).astype(np.float32)
     ragged = rng.standard_normal((3, 1_017)).astype(np.float32)  # a partial last block
     clustered = rng.standard_normal((2, 4_096)).astype(np.float32)
-    clustered[:, 64:74] += 50.0  # the whole top 10 inside one block, and its neighbour
+    clustered[:, 64:74] += 50.0  # neighbouring columns
+    clustered[:, 128::128] += 60.0  # every best column in the same (interleaved) block
     tail = rng.standard_normal((2, 2_000)).astype(np.float32)
     tail[:, -5:] += 50.0  # the best columns in the partial block
     spread = np.arange(8_192, dtype=np.float32)[None, :].repeat(2, 0)  # one best per block
@@ -184,6 +185,7 @@ def test_block_topk_is_exact(engine: str, name: str, scores: np.ndarray, k: int,
     """The block-maximum top-k gives exactly torch.topk's values and columns (no ties here)."""
     import twinshot.gallery.index as index
 
+    monkeypatch.setattr(index, "TOPK_BLOCK_MIN", 0)  # the two-pass path even for these small tables
     want_s, want_i = torch.topk(torch.from_numpy(scores), k, dim=1)
     if engine == "numpy":
         monkeypatch.setattr(index, "_torch_loaded", lambda: False)

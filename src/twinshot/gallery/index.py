@@ -35,10 +35,9 @@ import numpy as np
 from twinshot.errors import ConfigError, TwinshotError
 from twinshot.export.numpy_heads import NumpyHead
 
-#: At most this many scores (queries x rows) are materialised at once.
-CHUNK_ELEMENTS = 1 << 23
-#: Products with fewer multiply-adds than this use torch rather than numpy (see ``_matmul_t``).
-SMALL_PRODUCT = 1 << 24
+#: At most this many scores (queries x rows) are materialised at once (8 MB: a chunk's
+#: scores are still in cache when the top-k reads them; measured best of 1M-8M elements).
+CHUNK_ELEMENTS = 1 << 21
 #: Element budget (queries x rows x D) for heads without a matrix-product form.
 GENERIC_ELEMENTS = 1 << 24
 
@@ -220,12 +219,12 @@ class Scorer:
 
 
 def _matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b.T`` for float32 ``a (Q, W)``, ``b (C, W)``. With torch loaded, small products
-    go through torch and large ones through numpy's BLAS: measured on 2 busy cores, numpy
-    is 1.5x faster at 1M rows, but a small numpy product followed by torch work (``topk``)
-    waits ~8 ms on BLAS threads (10k rows: 8 ms with numpy, 0.3 ms with torch). Without
-    torch everything is numpy."""
-    if _torch_loaded() and a.shape[0] * b.shape[0] * a.shape[1] < SMALL_PRODUCT:
+    """``a @ b.T`` for float32 ``a (Q, W)``, ``b (C, W)``. With torch loaded, through torch:
+    a numpy (OpenBLAS) product followed by torch work (the top-k) makes the two thread pools
+    fight for the cores (measured on 2 cores: 100 queries x 10k rows took 8 ms after a numpy
+    product and 3.2 ms after a torch one; 100 x 1M, 458 ms and 237 ms). Without torch
+    everything is numpy."""
+    if _torch_loaded():
         import torch
 
         return (torch.from_numpy(a) @ torch.from_numpy(b).T).numpy()
@@ -234,17 +233,21 @@ def _matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 #: Columns per block of the block-maximum top-k (see :func:`topk`).
 TOPK_BLOCK = 32
+#: Below this many scores a plain top-k is faster than the two passes (measured: 1 x 10k).
+TOPK_BLOCK_MIN = 1 << 17
 
 
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest values of each row of float32 ``scores (Q, C)`` and their columns,
     best first: ``(values float32 (Q, k), columns int64 (Q, k))`` with ``k <= C``.
 
-    Exact, in two passes over wide rows: the maximum of each block of :data:`TOPK_BLOCK`
-    columns (one vectorised reduction), the ``k`` best blocks by their maximum, then the
-    ``k`` best of those ``k`` blocks' columns. The ``k`` best values lie in those blocks: a
-    block holding one of them has a maximum at least the ``k``-th best value, and at most
-    ``k`` blocks can. Selection thus touches ``C / 32 + 32 k`` values instead of ``C``.
+    Exact, in two passes over wide rows: the columns are dealt into ``C / 32`` blocks of
+    :data:`TOPK_BLOCK` (block ``b`` holds columns ``b, b + C/32, ...``, so its maximum is
+    one vectorised element-wise maximum over 32 contiguous slices), the ``k`` best blocks by
+    their maximum are kept, then the ``k`` best of those blocks' columns. The ``k`` best
+    values lie in those blocks: a block holding one of them has a maximum at least the
+    ``k``-th best value, and at most ``k`` blocks can. Selection thus works on
+    ``C / 32 + 32 k`` values instead of ``C``.
     ``torch`` when it is already imported (faster), else ``numpy``."""
     k = min(k, scores.shape[1])
     if _torch_loaded():
@@ -260,13 +263,15 @@ def _block_topk_torch(s: Any, k: int) -> tuple[Any, Any]:
 
     q, c = s.shape
     blocks = c // TOPK_BLOCK
-    if blocks < 4 * k or k == 0:
+    if blocks < 4 * k or k == 0 or q * c < TOPK_BLOCK_MIN:
         return torch.topk(s, k, dim=1)
     body = blocks * TOPK_BLOCK
-    block_max = s[:, :body].view(q, blocks, TOPK_BLOCK).amax(2)
+    # block b holds the columns b, b + blocks, b + 2 * blocks, ...: the maximum over the
+    # middle axis is an element-wise maximum of TOPK_BLOCK contiguous rows (vectorised)
+    block_max = s[:, :body].view(q, TOPK_BLOCK, blocks).amax(1)
     best_blocks = torch.topk(block_max, k, dim=1, sorted=False).indices
-    cols = (best_blocks.unsqueeze(2) * TOPK_BLOCK + torch.arange(TOPK_BLOCK)).view(q, k * TOPK_BLOCK)
-    if body < c:  # the last, partial block is always a candidate
+    cols = (best_blocks.unsqueeze(2) + blocks * torch.arange(TOPK_BLOCK)).view(q, k * TOPK_BLOCK)
+    if body < c:  # the columns past the last whole block are always candidates
         cols = torch.cat([cols, torch.arange(body, c).expand(q, c - body)], 1)
     values, pos = torch.topk(torch.gather(s, 1, cols), k, dim=1)
     return values, torch.gather(cols, 1, pos)
@@ -275,11 +280,11 @@ def _block_topk_torch(s: Any, k: int) -> tuple[Any, Any]:
 def _block_topk_numpy(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     q, c = s.shape
     blocks = c // TOPK_BLOCK
-    if blocks >= 4 * k and k > 0:
+    if blocks >= 4 * k and k > 0 and q * c >= TOPK_BLOCK_MIN:
         body = blocks * TOPK_BLOCK
-        block_max = s[:, :body].reshape(q, blocks, TOPK_BLOCK).max(2)
+        block_max = s[:, :body].reshape(q, TOPK_BLOCK, blocks).max(1)
         best_blocks = np.argpartition(block_max, blocks - k, axis=1)[:, blocks - k :]
-        cols = (best_blocks[:, :, None] * TOPK_BLOCK + np.arange(TOPK_BLOCK)).reshape(q, k * TOPK_BLOCK)
+        cols = (best_blocks[:, :, None] + blocks * np.arange(TOPK_BLOCK)).reshape(q, k * TOPK_BLOCK)
         if body < c:
             cols = np.concatenate([cols, np.broadcast_to(np.arange(body, c), (q, c - body))], 1)
         values, pos = _partition_topk(np.take_along_axis(s, cols, 1), k)
