@@ -151,3 +151,32 @@ def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"\[0, 1\)"):
         fit_threshold(scores, same, far=1.5)
     assert Calibration().probability(-np.inf) == 0.0
+
+
+@pytest.mark.parametrize("errors,n", [(0, 2000), (2, 2000), (5, 100), (100, 100), (37, 12480), (1, 1), (0, 1)])
+def test_exact_interval_matches_scipy_clopper_pearson(errors: int, n: int) -> None:
+    from scipy.stats import beta
+
+    from twinshot.gallery.calibration import exact_interval
+
+    lo, hi = exact_interval(errors, n)
+    want_lo = 0.0 if errors == 0 else beta.ppf(0.025, errors, n - errors + 1)
+    want_hi = 1.0 if errors == n else beta.ppf(0.975, errors + 1, n - errors)
+    assert lo == pytest.approx(want_lo, abs=1e-9) and hi == pytest.approx(want_hi, abs=1e-9)
+    with pytest.raises(ConfigError):
+        exact_interval(n + 1, n)
+
+
+def test_no_observed_false_accept_still_gets_an_upper_bound() -> None:
+    """A target below 1 / n (FAR 1e-4 from 2,000 impostor pairs) leaves no false accept: the
+    bootstrap interval is [0, 0], the exact one [0, 3.7 / n]."""
+    from twinshot.gallery.calibration import calibrate_scores
+
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(3, 1, 500), rng.normal(-3, 1, 2000)])
+    same = np.concatenate([np.ones(500, bool), np.zeros(2000, bool)])
+    report = calibrate_scores(scores, same, far=1e-4, n_boot=200)
+    assert report.far == 0.0 and report.far_ci95 == (0.0, 0.0)
+    assert report.far_exact95[0] == 0.0 and report.far_exact95[1] == pytest.approx(0.00184, abs=1e-5)
+    again = type(report).from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.far_exact95 == pytest.approx(report.far_exact95)

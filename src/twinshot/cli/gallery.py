@@ -259,6 +259,8 @@ def calibrate(
         f"{report.n_genuine} genuine / {report.n_impostor} impostor pairs\n"
         f"  FAR {report.far:.4f} [{report.far_ci95[0]:.4f}, {report.far_ci95[1]:.4f}]  "
         f"FRR {report.frr:.4f} [{report.frr_ci95[0]:.4f}, {report.frr_ci95[1]:.4f}]  (95% bootstrap)\n"
+        f"  FAR {report.far:.4f} [{report.far_exact95[0]:.4f}, {report.far_exact95[1]:.4f}]  "
+        f"FRR {report.frr:.4f} [{report.frr_exact95[0]:.4f}, {report.frr_exact95[1]:.4f}]  (95% exact, Clopper-Pearson)\n"
         f"  EER {report.eer:.4f}; {report.calibration.method} calibration: ECE {report.ece_before:.3f} -> {report.ece_after:.3f}"
     )
 

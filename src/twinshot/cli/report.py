@@ -44,6 +44,8 @@ def report(
     typer.echo(
         f"threshold {d['threshold']:.3f} for FAR <= {d['target_far']:g}: FAR {pct(d['far'])} "
         f"[{pct(d['far_ci95'][0])}, {pct(d['far_ci95'][1])}], FRR {pct(d['frr'])} [{pct(d['frr_ci95'][0])}, {pct(d['frr_ci95'][1])}]"
+        + (f" (bootstrap; exact: FAR [{pct(d['far_exact95'][0])}, {pct(d['far_exact95'][1])}], "
+           f"FRR [{pct(d['frr_exact95'][0])}, {pct(d['frr_exact95'][1])}])" if d.get("far_exact95") else "")
     )
     ep = d["episodes"]
     if ep:

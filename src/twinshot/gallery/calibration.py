@@ -9,6 +9,10 @@ Scores are head **logits** (higher is more alike); a pair is accepted as "same" 
 * :func:`bootstrap_rates` gives 95% intervals for FAR and FRR **at that fixed threshold**:
   resampling the impostor (genuine) pairs with replacement and counting accepts (rejects)
   is drawing from a binomial with the observed rate, which is what is done, seeded.
+  :func:`exact_interval` gives the Clopper-Pearson interval of the same rate, which stays
+  honest where the bootstrap cannot: with no error observed the bootstrap interval is
+  ``[0, 0]``, the exact one ``[0, 3.7 / n]`` (a target of FAR 1e-4 on 2,000 impostor
+  pairs: the difference between "certainly zero" and "at most 0.18%").
 * :class:`Calibration` maps a score to a probability: ``"platt"`` (logistic regression on
   the score, Platt 1999, with his smoothed targets so separable data stay finite),
   ``"isotonic"`` (the monotone step fit of pool-adjacent-violators, interpolated as
@@ -257,6 +261,81 @@ def bootstrap_rates(
     return out[0], out[1]
 
 
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function ``I_x(a, b)``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def _beta_ppf(q: float, a: float, b: float) -> float:
+    """The ``q`` quantile of Beta(a, b), by bisection on :func:`_betainc` (to 1e-12)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2
+
+
+def exact_interval(errors: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Clopper-Pearson (exact binomial) interval of a rate observed as ``errors`` out of
+    ``n``: never narrower than the truth, and not ``[0, 0]`` when no error was seen.
+
+    >>> lo, hi = exact_interval(0, 2000); lo, round(hi, 5)
+    (0.0, 0.00184)
+    """
+    if n < 1 or not 0 <= errors <= n:
+        raise ConfigError(f"exact_interval needs 0 <= errors <= n and n >= 1, got {errors} of {n}")
+    alpha = 1.0 - level
+    lo = 0.0 if errors == 0 else _beta_ppf(alpha / 2, errors, n - errors + 1)
+    hi = 1.0 if errors == n else _beta_ppf(1 - alpha / 2, errors + 1, n - errors)
+    return lo, hi
+
+
+def exact_rates(scores: np.ndarray, same: np.ndarray, threshold: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Clopper-Pearson 95% intervals ``((far_lo, far_hi), (frr_lo, frr_hi))`` at ``threshold``."""
+    s, y = _check_pairs(scores, same)
+    accepted = s >= threshold
+    far = exact_interval(int((accepted & ~y).sum()), int((~y).sum()))
+    frr = exact_interval(int((~accepted & y).sum()), int(y.sum()))
+    return far, frr
+
+
 @dataclass(frozen=True)
 class CalibrationReport:
     """The threshold and probability calibration fitted on labelled pairs.
@@ -266,6 +345,8 @@ class CalibrationReport:
         target: ``"far=<rate>"`` or ``"eer"``.
         far, frr: false accept and false reject rates at ``threshold`` on the pairs.
         far_ci95, frr_ci95: their bootstrap 95% intervals.
+        far_exact95, frr_exact95: their Clopper-Pearson 95% intervals (see
+            :func:`exact_interval`; the honest one when few or no errors were observed).
         eer: the equal error rate of the pairs.
         calibration: the score-to-probability map.
         probability_at_threshold: the calibrated probability at ``threshold``.
@@ -290,6 +371,8 @@ class CalibrationReport:
     n_impostor: int
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    far_exact95: tuple[float, float] = (math.nan, math.nan)
+    frr_exact95: tuple[float, float] = (math.nan, math.nan)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -299,6 +382,8 @@ class CalibrationReport:
             "frr": self.frr,
             "far_ci95": list(self.far_ci95),
             "frr_ci95": list(self.frr_ci95),
+            "far_exact95": list(self.far_exact95),
+            "frr_exact95": list(self.frr_exact95),
             "eer": self.eer,
             "calibration": self.calibration.to_dict(),
             "probability_at_threshold": self.probability_at_threshold,
@@ -328,6 +413,8 @@ class CalibrationReport:
             n_impostor=int(d["n_impostor"]),
             source=str(d.get("source", "")),
             extra=dict(d.get("extra", {})),
+            far_exact95=tuple(d.get("far_exact95", (math.nan, math.nan))),  # type: ignore[arg-type]
+            frr_exact95=tuple(d.get("frr_exact95", (math.nan, math.nan))),  # type: ignore[arg-type]
         )
 
 
@@ -351,6 +438,7 @@ def calibrate_scores(
 
     far_at, frr_at = metrics.rates_at_threshold(s, y, threshold)
     far_ci, frr_ci = bootstrap_rates(s, y, threshold, n_boot=n_boot, seed=seed)
+    far_exact, frr_exact = exact_rates(s, y, threshold)
     return CalibrationReport(
         threshold=float(threshold),
         target="eer" if eer else f"far={far:g}",
@@ -366,6 +454,8 @@ def calibrate_scores(
         n_genuine=int(y.sum()),
         n_impostor=int((~y).sum()),
         source=source,
+        far_exact95=far_exact,
+        frr_exact95=frr_exact,
     )
 
 

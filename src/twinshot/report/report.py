@@ -45,7 +45,7 @@ class ReportResult:
             "n_images": s["n_images"],
             "n_classes": s["n_classes"],
             **{k: s["verification"][k] for k in ("auc", "eer", "eer_threshold", "n_genuine", "n_impostor")},
-            **{k: s["operating_point"][k] for k in ("threshold", "target_far", "far", "far_ci95", "frr", "frr_ci95")},
+            **{k: s["operating_point"][k] for k in ("threshold", "target_far", "far", "far_ci95", "frr", "frr_ci95", "far_exact95", "frr_exact95")},
             "episodes": s.get("episodes"),
         }
 
@@ -252,6 +252,7 @@ def build_report(
         "operating_point": {
             "target_far": far, "threshold": threshold, "far": cal.far, "frr": cal.frr,
             "far_ci95": list(cal.far_ci95), "frr_ci95": list(cal.frr_ci95), "n_boot": n_boot,
+            "far_exact95": list(cal.far_exact95), "frr_exact95": list(cal.frr_exact95),
         },
         "episodes": episode_summary,
         "worst": worst_rows,
