@@ -33,6 +33,9 @@ FACTORIES: dict[str, Callable[..., object]] = {
     "pairs": lambda seed, n=150: PairSampler(LABELS, 10, n, seed=seed),
     "triplets": lambda seed, n=150: TripletSampler(LABELS, 10, n, seed=seed),
     "balanced": lambda seed, n=150: ClassBalancedSampler(LABELS, 4, 2, n, seed=seed),
+    "balanced_within_group": lambda seed, n=150: ClassBalancedSampler(
+        LABELS, 4, 2, n, seed=seed, class_groups=GROUPS, within_group=True
+    ),
     "episodes": lambda seed, n=150: EpisodeSampler(LABELS, 3, 1, 1, n, seed=seed),
     "group_episodes": lambda seed, n=150: EpisodeSampler(
         LABELS, 3, 1, 1, n, seed=seed, class_groups=GROUPS, within_group=True
@@ -124,6 +127,21 @@ def test_within_group_episodes() -> None:
         assert len(groups) == 1  # one alphabet per episode
         seen_groups.add(int(groups))
     assert seen_groups == {1, 2}  # group 0 has only 3 classes: never drawn for 4-way
+
+
+def test_within_group_class_balanced_batches() -> None:
+    sampler = ClassBalancedSampler(LABELS, 4, 2, 300, seed=5, class_groups=GROUPS, within_group=True)
+    seen_groups = set()
+    for batch in sampler:
+        assert len(batch) == 8 and len(LABELS[batch].unique()) == 4
+        groups = GROUPS[LABELS[batch]].unique()
+        assert len(groups) == 1  # one alphabet per batch
+        seen_groups.add(int(groups))
+    assert seen_groups == {1, 2}
+    with pytest.raises(DataError, match="no group has 6 classes .* \\(the largest has 5\\)"):
+        ClassBalancedSampler(LABELS, 6, 2, 1, class_groups=GROUPS, within_group=True)
+    with pytest.raises(ConfigError, match="within_group class-balanced batches need class_groups"):
+        ClassBalancedSampler(LABELS, 3, 2, 1, within_group=True)
 
 
 # ---- seeding and resume ---------------------------------------------------------------

@@ -412,6 +412,37 @@ class TripletSampler(_BlockSampler[TripletBatch]):
         return [TripletBatch(anchor[i], positive[i], neg[i]) for i in range(n)]
 
 
+def _eligible_groups(
+    class_groups: torch.Tensor | None, classes: torch.Tensor, n_labels: int, per_batch: int, what: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For within-group sampling: the groups with at least ``per_batch`` of ``classes``, and
+    the group of each of ``classes``."""
+    if class_groups is None:
+        raise ConfigError(f"within_group {what} need class_groups")
+    class_groups = torch.as_tensor(class_groups).long().flatten()
+    if len(class_groups) < n_labels:
+        raise DataError(f"class_groups has {len(class_groups)} entries but the labels go up to {n_labels - 1}")
+    group_of = class_groups[classes]
+    groups, sizes = torch.unique(group_of, return_counts=True)
+    eligible = groups[sizes >= per_batch]
+    if len(eligible) == 0:
+        raise DataError(
+            f"no group has {per_batch} classes with enough images for within-group {what} "
+            f"(the largest has {int(sizes.max())})"
+        )
+    return eligible, group_of
+
+
+def _classes_within_groups(
+    classes: torch.Tensor, groups: torch.Tensor, group_of: torch.Tensor, n: int, w: int, g: torch.Generator
+) -> torch.Tensor:
+    """``(n, w)`` distinct classes per row, all of one group drawn uniformly per row."""
+    group = groups[_uniform(n, len(groups), g)]
+    keys = torch.rand(n, len(classes), generator=g)
+    keys.masked_fill_(group_of.unsqueeze(0) != group.unsqueeze(1), -1.0)
+    return classes[keys.topk(w, dim=1).indices]
+
+
 class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
     """Batches of ``n_classes`` distinct classes x ``n_per_class`` distinct images each
     (the "P x K" batches of online-mined triplet losses).
@@ -426,6 +457,10 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
         seed: seeds the generator.
         class_names: names used in error messages (optional).
         skip_small: leave classes with fewer than ``n_per_class`` images out instead of raising.
+        class_groups: ``(n_classes,)`` group of each class; needed for ``within_group``.
+        within_group: draw all classes of a batch from one group (drawn uniformly among the
+            groups with at least ``n_classes`` classes): the negatives a mining loss finds
+            are then the confusable ones of within-alphabet tests.
     """
 
     def __init__(
@@ -438,6 +473,8 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
         *,
         class_names: Sequence[str] | None = None,
         skip_small: bool = False,
+        class_groups: torch.Tensor | None = None,
+        within_group: bool = False,
     ) -> None:
         super().__init__(batches, seed)
         self.n_classes = _positive_int("n_classes", n_classes)
@@ -451,21 +488,35 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
                 f"batches of {self.n_classes} classes need {self.n_classes} classes with at least "
                 f"{self.n_per_class} images; there are {len(self._classes)}"
             )
+        self.within_group = bool(within_group)
+        self._groups: torch.Tensor | None = None
+        self._class_group: torch.Tensor | None = None
+        if self.within_group:
+            self._groups, self._class_group = _eligible_groups(
+                class_groups, self._classes, len(self._index.counts), self.n_classes, "class-balanced batches"
+            )
 
     def _config(self) -> dict[str, Any]:
-        return {
+        config = {
             "labels": self._index.fingerprint,
             "n_classes": self.n_classes,
             "n_per_class": self.n_per_class,
             "batches": self.batches,
             "classes": len(self._classes),
         }
+        if self.within_group:  # only then, so states saved before the option still load
+            config.update(within_group=True, groups=None if self._groups is None else len(self._groups))
+        return config
 
     def _batch_elements(self) -> int:
         return max(len(self._classes), self.n_classes * self._index.key_width(self._classes, self.n_per_class))
 
     def _sample_block(self, n: int, g: torch.Generator) -> list[torch.Tensor]:
-        classes = _distinct_from(self._classes, n, self.n_classes, g).flatten()
+        if self._groups is None:
+            classes = _distinct_from(self._classes, n, self.n_classes, g).flatten()
+        else:
+            assert self._class_group is not None
+            classes = _classes_within_groups(self._classes, self._groups, self._class_group, n, self.n_classes, g).flatten()
         picks = self._index.pick(classes, self._index.distinct_positions(classes, self.n_per_class, g))
         return list(picks.view(n, -1))
 
@@ -522,23 +573,9 @@ class EpisodeSampler(_BlockSampler[Episode]):
         self._groups: torch.Tensor | None = None
         self._class_group: torch.Tensor | None = None
         if self.within_group:
-            if class_groups is None:
-                raise ConfigError("within_group episodes need class_groups")
-            class_groups = torch.as_tensor(class_groups).long().flatten()
-            if len(class_groups) < len(self._index.counts):
-                raise DataError(
-                    f"class_groups has {len(class_groups)} entries but the labels go up to "
-                    f"{len(self._index.counts) - 1}"
-                )
-            group_of = class_groups[self._classes]
-            groups, sizes = torch.unique(group_of, return_counts=True)
-            self._groups = groups[sizes >= self.n_way]
-            if len(self._groups) == 0:
-                raise DataError(
-                    f"no group has {self.n_way} classes with at least {need} images for "
-                    f"within-group episodes (the largest has {int(sizes.max())})"
-                )
-            self._class_group = group_of
+            self._groups, self._class_group = _eligible_groups(
+                class_groups, self._classes, len(self._index.counts), self.n_way, "episodes"
+            )
 
     def _config(self) -> dict[str, Any]:
         return {
@@ -562,10 +599,7 @@ class EpisodeSampler(_BlockSampler[Episode]):
             classes = _distinct_from(self._classes, n, w, g)
         else:
             assert self._class_group is not None
-            group = self._groups[_uniform(n, len(self._groups), g)]
-            keys = torch.rand(n, len(self._classes), generator=g)
-            keys.masked_fill_(self._class_group.unsqueeze(0) != group.unsqueeze(1), -1.0)
-            classes = self._classes[keys.topk(w, dim=1).indices]
+            classes = _classes_within_groups(self._classes, self._groups, self._class_group, n, w, g)
         flat = classes.flatten()
         picks = self._index.pick(flat, self._index.distinct_positions(flat, s + q, g)).view(n, w, s + q)
         support = picks[:, :, :s].reshape(n, w * s)

@@ -115,7 +115,8 @@ class SamplerConfig:
         same_fraction: fraction of same-class pairs ("pairs").
         n_classes, n_per_class: P classes x K images ("labelled").
         n_way, n_shot, n_query: classes, support and query images per class ("episode").
-        within_group: draw each episode's classes from one group ("episode").
+        within_group: draw each episode's (or P x K batch's) classes from one group
+            ("episode", "labelled": batch-hard negatives from the same alphabet).
     """
 
     batch_size: int = 128

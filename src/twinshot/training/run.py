@@ -103,7 +103,10 @@ def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any) -> Any:
     if batch_kind == "triplets":
         return D.TripletSampler(train_data.labels, s.batch_size, n, seed, class_names=names, skip_small=True)
     if batch_kind == "labelled":
-        return D.ClassBalancedSampler(train_data.labels, s.n_classes, s.n_per_class, n, seed, class_names=names, skip_small=True)
+        return D.ClassBalancedSampler(
+            train_data.labels, s.n_classes, s.n_per_class, n, seed, class_names=names, skip_small=True,
+            class_groups=train_data.class_groups, within_group=s.within_group,
+        )
     if batch_kind == "episode":
         return D.EpisodeSampler(
             train_data.labels, s.n_way, s.n_shot, s.n_query, n, seed,
