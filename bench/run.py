@@ -136,7 +136,9 @@ def run_training(s: dict[str, Any]) -> dict[str, Any]:
 
     config = tb.preset_config(overrides=s["data"] or ())
     data, load_s = tb.load_data(config)
+    widths = list(config.model.encoder_params.get("widths", []))
     out: dict[str, Any] = {"config": "src/twinshot/configs/omniglot.toml (+ augmentation.name=koch_affine)", "load_s": load_s,
+                           "encoder": f"{config.model.encoder} encoder, widths {widths}, {config.model.preprocessing.size[0]}x{config.model.preprocessing.size[1]}",
                            "train_classes": data.train.n_classes, "train_images": len(data.train)}
     out["flops"] = tb.step_flops(config, data)
     out["peak"] = tb.matmul_peak(s["matmul_n"], repeats=s["flop_repeats"], min_time=0.5 if s["matmul_n"] >= 1024 else 0.05)
@@ -320,7 +322,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["## 1. Training throughput (Omniglot preset)", ""]
     if t and "error" not in t and "skipped" not in t:
         lines += [
-            f"The `omniglot` preset's model (compact encoder, 4 blocks of 64, 28x28, euclidean head), its batch "
+            f"The `omniglot` preset's model ({t.get('encoder', 'compact encoder, 4 blocks of 64, 28x28')}, euclidean head), its batch "
             f"({t['twinshot']['images_per_step']} images: 20-way 1-shot 5-query episodes) and loss (prototypical), Adam; "
             f"both loops with Koch's affine distortions per image. {t['train_classes']} training classes "
             f"({t['train_images']} images, loaded into memory by twinshot in {t['load_s']:.1f} s, not included below). "
@@ -469,8 +471,8 @@ def markdown(report: dict[str, Any]) -> str:
                 "which brought the large galleries to the product's own time) and, for small galleries, the fixed "
                 "per-call cost of a few torch and numpy calls (tens of microseconds), which dominates when the product "
                 "itself takes 0.1 ms. The engines are timed one after another in one process, so a torch engine timed "
-                "right after numpy's or faiss's BLAS calls can wait for their still-spinning threads: the bimodal spread "
-                "of the 10,000 x 100 row (p25 far below the median) is that.",
+                "right after numpy's or faiss's BLAS calls can wait for their still-spinning threads (a spread with p25 "
+                "far below the median shows it).",
                 "",
             ]
     else:
