@@ -57,17 +57,13 @@ def matmul_peak(n: int = 2048, repeats: int = 5, min_time: float = 0.5, dtype: t
 def _model_and_context(config: Any, data: Any, augment: Any, seed: int = 0) -> tuple[Any, Any]:
     """The preset's model (channels-last if the config says so) and the batch context with
     the config's precision, as ``twinshot train`` builds them."""
-    from twinshot.models import build_model
-    from twinshot.training.batches import BatchContext, resolve_precision
-    from twinshot.training.run import model_spec
+    from twinshot.training.batches import BatchContext
+    from twinshot.training.run import build_training_model
 
-    spec = model_spec(config)
     torch.manual_seed(seed)
-    model = build_model(spec)
-    if config.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ctx = BatchContext(data.train.images, data.train.labels, spec.preprocessing, augment,
-                       precision=resolve_precision(config.run.precision), channels_last=config.run.channels_last)
+    model = build_training_model(config)
+    ctx = BatchContext(data.train.images, data.train.labels, model.preprocessing, augment,
+                       precision=config.run.precision, channels_last=config.run.channels_last)
     return model, ctx
 
 
@@ -240,9 +236,7 @@ def model_only_training(config: Any, data: Any, *, steps: int, repeats: int, thr
 
     def one() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ctx.precision == "bf16"):
-            e = model.embed(x)
-        e = e.float()
+        e = ctx.encode(model, x)
         value = loss(e[:n_support], episode.support_labels, e[n_support:], episode.query_labels)
         float(value.detach())
         value.backward()

@@ -10,12 +10,8 @@ A relabelling takes a :class:`LabelledImages` and returns a new one that shares 
 
 from __future__ import annotations
 
-from typing import Callable
-
 from twinshot.data.dataset import LabelledImages
 from twinshot.registry import Registry
-
-Relabel = Callable[[LabelledImages], LabelledImages]
 
 #: Relabellings by name (``data.relabel`` in a training config).
 RELABELS: Registry[LabelledImages] = Registry("relabel")
@@ -31,7 +27,3 @@ def signatures_writer_name(dataset: LabelledImages) -> LabelledImages:
 
     return relabel_writer_name(dataset)
 
-
-def relabel(name: str, dataset: LabelledImages) -> LabelledImages:
-    """Apply the relabelling ``name`` (an unknown name is a ConfigError listing the valid ones)."""
-    return RELABELS.get(name)(dataset)

@@ -46,9 +46,12 @@ class BatchContext:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def embed(self, model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-        """float32 embeddings ``(B, D)`` of the images ``idx``: the encoder runs in the
-        configured precision, what follows (loss, head) in float32."""
-        x = self.inputs(idx)
+        """float32 embeddings ``(B, D)`` of the images ``idx`` (see :meth:`encode`)."""
+        return self.encode(model, self.inputs(idx))
+
+    def encode(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """float32 embeddings of model input ``x``: the encoder runs in the configured
+        precision, what follows (loss, head) in float32."""
         if self.precision == "bf16":
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return model.embed(x).float()

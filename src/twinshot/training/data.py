@@ -119,8 +119,7 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
     from twinshot.data import class_split
     from twinshot.data.relabel import RELABELS
 
-    if config.relabel:
-        RELABELS.get(config.relabel)  # an unknown name fails before the data is loaded
+    relabel = RELABELS.get(config.relabel) if config.relabel else None  # fails before loading
     full = load_sources(config.sources, preprocessing, progress=progress, cache_dir=config.cache_dir)
     if config.val > 0:
         val_amount: float | int = int(config.val) if config.val >= 1 else config.val
@@ -128,9 +127,9 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
         train, val = split.train, split.val
     else:
         train, val = full, None
-    if config.relabel:
-        train = RELABELS.get(config.relabel)(train)
-        val = None if val is None else RELABELS.get(config.relabel)(val)
+    if relabel is not None:
+        train = relabel(train)
+        val = None if val is None else relabel(val)
     if config.rotations:
         from twinshot.data import add_rotated_classes
 

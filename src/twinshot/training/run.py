@@ -92,6 +92,15 @@ def _make_augment(config: TrainConfig, generator: torch.Generator):
     return lambda x: augmentation(x, generator=generator)
 
 
+def build_training_model(config: TrainConfig, spec: Any = None) -> Any:
+    """The config's model, freshly initialised from the current torch seed, in channels-last
+    memory format when ``run.channels_last``."""
+    from twinshot.models import build_model
+
+    model = build_model(spec if spec is not None else model_spec(config))
+    return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
+
+
 def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any) -> Any:
     from twinshot import data as D
 
@@ -173,7 +182,6 @@ def train(
         TwinshotError: one line, for a bad config, missing data or an unusable run dir.
     """
     from twinshot.losses import LOSSES
-    from twinshot.models import build_model
     from twinshot.training.batches import BatchContext, step_function
     from twinshot.training.calibrate import calibrate_head
     from twinshot.training.data import prepare_data
@@ -223,9 +231,7 @@ def train(
     batch_kind = loss.batch_kind
     spec = model_spec(config)
     torch.manual_seed(config.run.seed)
-    model = build_model(spec)
-    if config.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = build_training_model(config, spec)
     aug_generator = torch.Generator().manual_seed(config.run.seed + 1)
     augment = _make_augment(config, aug_generator)
     optimizer = build_optimizer(config.optimizer, model)
