@@ -13,7 +13,7 @@ from twinshot.errors import ConfigError
 from twinshot.export import NumpyHead, pairwise_logits, sigmoid
 from twinshot.export import numpy_heads
 from twinshot.export.exporter import head_to_dict
-from twinshot.models import HEADS
+from twinshot.models import HEADS, EuclideanHead
 
 
 def _torch_head(name: str, dim: int) -> torch.nn.Module:
@@ -59,7 +59,25 @@ def test_numpy_head_matches_the_torch_head(name: str, dim: int) -> None:
 def test_euclidean_distance_of_an_embedding_to_itself_is_zero() -> None:
     a = _embeddings(5, 512, 3) * 10
     head = NumpyHead("euclidean", scale=1.0, bias=0.0)
-    assert np.abs(np.diag(head.pairwise_similarity(a, a))).max() <= 1e-5  # float64 expansion
+    assert np.abs(np.diag(head.pairwise_similarity(a, a))).max() <= 1e-5
+
+
+@pytest.mark.parametrize("block", [numpy_heads._BLOCK, 128 * 3])
+def test_euclidean_pairwise_is_exact_for_near_identical_embeddings(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # large embeddings a hair apart, where |a|^2 - 2 a.b + |b|^2 cancels: the pairwise
+    # distances equal a float64 reference from exact differences, like the torch head's
+    monkeypatch.setattr(numpy_heads, "_BLOCK", block)  # rescoring in blocks of 3 pairs
+    rng = np.random.default_rng(7)
+    a = (1000.0 * rng.standard_normal((6, 128))).astype(np.float32)
+    b = np.concatenate([a, a + np.float32(1e-3) * rng.standard_normal((6, 128)).astype(np.float32), 1000.0 * rng.standard_normal((4, 128))]).astype(np.float32)
+    ref = np.sqrt(((a.astype(np.float64)[:, None] - b.astype(np.float64)[None]) ** 2).sum(-1))
+    head = NumpyHead("euclidean", scale=1.0, bias=0.0)
+    got = -head.pairwise_similarity(a, b).astype(np.float64)
+    assert np.abs(got - ref).max() <= 1e-6 * ref.max()
+    assert np.abs(got[:, 6:12].diagonal() - ref[:, 6:12].diagonal()).max() <= 1e-6  # ~0.01 apart, not 0 nor 0.1
+    with torch.no_grad():
+        t = -EuclideanHead().pairwise_similarity(torch.from_numpy(a), torch.from_numpy(b)).double().numpy()
+    assert np.abs(t - ref).max() <= 1e-6 * ref.max()
 
 
 def test_weighted_l1_blocks_give_the_same_logits(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,3 +67,35 @@ def test_contract_every_head(name: str) -> None:
     logits.sum().backward()
     for t in [e1.grad, e2.grad, *[p.grad for p in head.parameters()]]:
         assert t is not None and torch.isfinite(t).all()
+
+
+def _exact_pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The float64 reference: ``|a_i - b_j|`` from exact differences."""
+    return ((a.double()[:, None, :] - b.double()[None, :, :]) ** 2).sum(-1).sqrt()
+
+
+def test_euclidean_pairwise_is_stable_for_near_identical_embeddings() -> None:
+    # Large embeddings a hair apart: the expanded |a|^2 - 2 a.b + |b|^2 cancels in float32
+    # (a distance of 1e-3 came out as 0 or as 0.06 depending on the CPU's kernels).
+    g = torch.Generator().manual_seed(0)
+    a = 30.0 * torch.randn(6, 128, generator=g)
+    b = torch.cat([a, a + 1e-4 * torch.randn(6, 128, generator=g), 30.0 * torch.randn(4, 128, generator=g)])
+    head = EuclideanHead()
+    head.set_logistic(1.0, 0.0)
+    got = -head.pairwise_similarity(a, b).double()
+    ref = _exact_pairwise_distances(a, b)
+    assert (got - ref).abs().max().item() <= 1e-6 + 1e-6 * ref.max().item()
+    assert got[:, :6].diagonal().max().item() <= 1e-5  # an embedding is at distance 0 of itself
+    assert torch.equal(head.pairwise_logits(a, b).diagonal(), head(a, b[:6]))  # one formula, row-wise or pairwise
+
+
+def test_euclidean_pairwise_batches_under_vmap_and_has_finite_gradients() -> None:
+    head = EuclideanHead()
+    q = torch.randn(3, 5, 8, requires_grad=True)
+    s = torch.cat([q.detach()[:, :2], torch.randn(3, 4, 8)], 1).requires_grad_()
+    out = torch.func.vmap(head.pairwise_logits)(q, s)
+    assert torch.allclose(out, torch.stack([head.pairwise_logits(x, y) for x, y in zip(q, s)]))
+    out.sum().backward()  # self-pairs (distance 0) included
+    assert torch.isfinite(q.grad).all() and torch.isfinite(s.grad).all()
+    bf = head.pairwise_logits(q.detach().bfloat16(), s.detach().bfloat16())
+    assert bf.dtype == torch.float32 and torch.isfinite(bf).all()

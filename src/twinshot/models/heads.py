@@ -70,8 +70,15 @@ class EuclideanHead(Head):
         return -torch.sqrt(((e1 - e2) ** 2).sum(dim=1) + 1e-12)
 
     def pairwise_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        sq = (a * a).sum(1, keepdim=True) - 2.0 * (a @ b.T) + (b * b).sum(1)[None, :]
-        return -torch.sqrt(sq.clamp_min(0.0) + 1e-12)
+        """``-|a_i - b_j|`` ``(Q, N)`` from exact differences (``torch.cdist`` without its
+        matrix-product shortcut). The expanded form ``|a|^2 - 2 a.b + |b|^2`` cancels for
+        near-identical embeddings: in float32 its error on the squared distance is about
+        ``1e-7 (|a|^2 + |b|^2)``, so a distance of 0 came out as up to ``3e-4 |a|`` and the
+        result depended on the CPU's matrix kernels. Half-precision inputs are scored in
+        float32 (``cdist`` has no bfloat16 kernel)."""
+        dtype = torch.promote_types(torch.result_type(a, b), torch.float32)
+        d = torch.cdist(a.to(dtype), b.to(dtype), compute_mode="donot_use_mm_for_euclid_dist")
+        return -torch.sqrt(d * d + 1e-12)
 
 
 @HEADS.register("cosine")
