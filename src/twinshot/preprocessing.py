@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from twinshot.errors import DataError
 
@@ -29,6 +29,18 @@ ArraySource = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 
 #: Images with more pixels than this are refused before decoding (decompression bombs).
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Images whose longer side is more than this many times their shorter side are refused
+#: (a 20000x1 strip is no picture of anything; the widest real images here, CEDAR's cropped
+#: signatures, are under 6:1).
+MAX_ASPECT_RATIO = 20.0
+#: An image has content when at least :data:`MIN_CONTENT_FRACTION` of its pixels differ from
+#: its median grey level (per channel) by at least :data:`CONTENT_CONTRAST` of 255. Blank,
+#: one-colour or near-constant images (sensor noise on a wall) fail; the sparsest real image
+#: here, an Omniglot character, has 0.23% of its pixels in ink (25 of 105x105).
+CONTENT_CONTRAST = 32
+MIN_CONTENT_FRACTION = 0.001
+#: The content test reads at most about this many pixels (larger images are box-reduced).
+_CONTENT_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,16 @@ def to_float_array(images: np.ndarray, preprocessing: Preprocessing) -> np.ndarr
     return x
 
 
+class UnusableImageError(DataError):
+    """A decoded image that must not be compared with anything: ``reason`` is
+    ``"no_content"`` (blank, one colour, near-constant), ``"aspect_ratio"`` (over
+    :data:`MAX_ASPECT_RATIO`) or ``"non_finite"`` (NaN or infinite pixel values)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def describe_source(source: Any) -> str:
     """How an image source is named in error messages: its path, else its type."""
     if isinstance(source, (str, os.PathLike)):
@@ -115,7 +137,7 @@ def open_pil(source: str | os.PathLike | bytes | Image.Image, max_pixels: int) -
         except Image.DecompressionBombError:
             # PIL refuses images over twice its own limit before we can read the size.
             raise DataError(f"{name}: image exceeds the limit of {max_pixels} pixels (decompression bomb)") from None
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except Exception as exc:  # UnidentifiedImageError, OSError, ValueError, and a damaged header's others
             raise DataError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
     w, h = img.size
     if w * h > max_pixels:
@@ -126,8 +148,9 @@ def open_pil(source: str | os.PathLike | bytes | Image.Image, max_pixels: int) -
 
 
 def array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
-    """An ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` array (uint8 0-255, bool, or float
-    0-1 / 0-255) as a PIL image."""
+    """An ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)`` array as an 8-bit PIL image: uint8
+    0-255 as is, bool as 0/255, uint16 (16-bit) divided by 257, other numbers by their range
+    (0-1 times 255, 0-255 as is, up to 65535 as 16-bit). NaN or infinite values are refused."""
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -137,11 +160,111 @@ def array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     elif arr.dtype != np.uint8:
-        arr = np.asarray(arr, dtype=np.float64)
-        if arr.size and arr.max() <= 1.0 and arr.min() >= 0.0:
-            arr = arr * 255.0
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    return Image.fromarray(arr)
+        if arr.dtype.kind not in "uif":
+            raise DataError(f"{name}: array of {arr.dtype} values is not an image")
+        arr = _scale_to_uint8(arr, name, sixteen_bit=arr.dtype == np.uint16)
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def _scale_to_uint8(arr: np.ndarray, name: str, *, sixteen_bit: bool = False) -> np.ndarray:
+    """Numbers to uint8 grey levels: 16-bit values (``sixteen_bit``, or anything in
+    0-65535 above 255) divided by 257, so ``v * 257`` gives back ``v``; 0-1 times 255; 0-255
+    as is; any other range stretched linearly to 0-255."""
+    x = np.asarray(arr, dtype=np.float64)
+    if x.size == 0:
+        return np.zeros(x.shape, np.uint8)
+    if not np.isfinite(x).all():
+        raise UnusableImageError(f"{name}: the image has NaN or infinite pixel values", "non_finite")
+    lo, hi = float(x.min()), float(x.max())
+    if sixteen_bit or (lo >= 0.0 and 255.0 < hi <= 65535.0):
+        x = x / 257.0
+    elif lo >= 0.0 and hi <= 1.0:
+        x = x * 255.0
+    elif not (lo >= 0.0 and hi <= 255.0):
+        x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+#: PIL modes decoded as 16-bit grey.
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+#: PIL modes with an alpha channel (composited over white paper).
+_ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def to_8bit(img: Image.Image, name: str) -> Image.Image:
+    """Any PIL image as an 8-bit ``"L"`` or ``"RGB"`` image at its own size, with its grey
+    levels scaled to 0-255 from the range its mode stores.
+
+    * 16-bit grey (``I;16``, ``I;16B``, ...), and ``I`` within 0-65535: divided by 257 (so a
+      16-bit image gives its 8-bit version); ``F`` (float TIFF): 0-1, 0-255 or 0-65535, else
+      stretched; other ``I`` ranges stretched; NaN or infinity refused;
+    * transparency (``LA``, ``RGBA``, ``PA``, palettes with a transparent entry) composited over
+      white, so transparent paper is paper whatever colour its hidden pixels have;
+    * palettes, ``CMYK`` (JPEG's too), ``YCbCr``, ``HSV``, ``RGBX``: to RGB; ``LAB``: its lightness;
+    * ``1`` (bilevel): 0 and 255.
+    """
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode in _SIXTEEN_BIT or mode in ("I", "F"):
+        arr = np.asarray(img)
+        return Image.fromarray(_scale_to_uint8(arr, name, sixteen_bit=mode in _SIXTEEN_BIT), "L")
+    if mode == "P" and ("transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA")):
+        mode = "PA"
+    if mode in _ALPHA:
+        rgba = img.convert("RGBA") if img.mode != "La" else img.convert("LA").convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        out = Image.alpha_composite(paper, rgba).convert("RGB")
+        return out.convert("L") if img.mode in ("LA", "La") else out
+    if mode == "LAB":
+        return img.getchannel(0)
+    if mode == "P":
+        return img.convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError:
+        raise DataError(f"{name}: unsupported image mode {mode!r}") from None
+
+
+def check_content(img: Image.Image, name: str) -> None:
+    """Refuse an 8-bit ``"L"``/``"RGB"`` image with no content: fewer than
+    :data:`MIN_CONTENT_FRACTION` of its pixels at least :data:`CONTENT_CONTRAST` grey levels
+    away from its median (per channel). Blank, one-colour and near-constant images are what
+    a badly decoded or empty picture looks like; the model would embed them all alike."""
+    w, h = img.size
+    factor = int(np.ceil(np.sqrt(w * h / _CONTENT_PIXELS))) if w * h > _CONTENT_PIXELS else 1
+    small = img.reduce(factor) if factor > 1 else img
+    arr = np.asarray(small, dtype=np.uint8)
+    arr = arr.reshape(-1, 1) if arr.ndim == 2 else arr.reshape(-1, arr.shape[-1])
+    n = arr.shape[0]
+    far = np.zeros(n, bool)
+    for c in range(arr.shape[1]):
+        counts = np.bincount(arr[:, c], minlength=256)
+        median = int(np.searchsorted(np.cumsum(counts), (n + 1) // 2))
+        far |= np.abs(arr[:, c].astype(np.int16) - median) >= CONTENT_CONTRAST
+    if far.sum() < max(1.0, MIN_CONTENT_FRACTION * n):
+        what = "all one value" if int(arr.max()) == int(arr.min()) else "near-constant"
+        raise UnusableImageError(
+            f"{name}: the image has no content ({w}x{h} pixels, {what}: fewer than {MIN_CONTENT_FRACTION:.1%} "
+            f"of its pixels differ from the background by {CONTENT_CONTRAST}/255 grey levels or more)",
+            "no_content",
+        )
+
+
+def check_shape(size: tuple[int, int], name: str) -> None:
+    """Refuse an empty image or one whose ``(width, height)`` is more elongated than
+    :data:`MAX_ASPECT_RATIO`."""
+    w, h = size
+    if w < 1 or h < 1:
+        raise UnusableImageError(f"{name}: the image is empty ({w}x{h} pixels)", "no_content")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise UnusableImageError(
+            f"{name}: image of {w}x{h} pixels has an aspect ratio of {max(w, h) / min(w, h):.0f}:1, "
+            f"over the limit of {MAX_ASPECT_RATIO:.0f}:1",
+            "aspect_ratio",
+        )
 
 
 def decode_image_array(
@@ -165,7 +288,9 @@ def decode_image_array(
         a new, writable, C-contiguous uint8 array of shape ``(channels, height, width)``.
 
     Raises:
-        DataError: naming the file when it is missing, unreadable, truncated or too large.
+        DataError: naming the file when it is missing, unreadable, truncated or too large,
+            more elongated than :data:`MAX_ASPECT_RATIO`, or without content (blank, one
+            colour, near-constant: see :func:`check_content`).
     """
     name = describe_source(source) if name is None else name
     if isinstance(source, np.ndarray):
@@ -174,18 +299,26 @@ def decode_image_array(
         img = array_to_pil(source, name)
     else:
         img = open_pil(source, max_pixels)
+    opened = img is not source
     try:
+        check_shape(img.size, name)
         mode = "RGB" if preprocessing.channels == 3 else "L"
-        if img.mode != mode:
-            img = img.convert(mode)
+        img8 = to_8bit(img, name)
+        if img8.mode != mode:
+            img8 = img8.convert(mode)
+        check_content(img8, name)
         h, w = preprocessing.size
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.Resampling.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
+        if img8.size != (w, h):
+            img8 = img8.resize((w, h), Image.Resampling.BILINEAR)
+        arr = np.asarray(img8, dtype=np.uint8)
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{name}: truncated or corrupt image ({exc})") from None
+    except Exception as exc:  # PIL's decoders raise many kinds on damaged files
+        detail = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        raise DataError(f"{name}: truncated or corrupt image ({detail})") from None
+    finally:
+        if opened:
+            img.close()
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     out = np.array(arr, dtype=np.uint8, copy=True, order="C")
     if preprocessing.invert:

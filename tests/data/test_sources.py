@@ -55,6 +55,7 @@ def test_flat_folder_has_one_empty_group(tmp_path: Path) -> None:
 def test_order_is_sorted_and_hidden_and_other_files_ignored(tmp_path: Path) -> None:
     root = tmp_path / "set"
     glyph = np.zeros((8, 8), np.uint8)
+    glyph[2:6, 3] = 255  # a stroke: a blank image is refused
     for cls, files in [("b", ["2.PNG", "10.jpg", "1.bmp"]), ("a", ["x.gif"])]:
         (root / cls).mkdir(parents=True)
         for f in files:
@@ -219,11 +220,13 @@ def test_cache_round_trip_and_invalidation(image_folder: Path, tmp_path: Path, m
 
     # a changed file: a miss, and the new content is decoded
     changed = image_folder / "alphabet0" / "character01" / "0000_01.png"
-    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(changed)  # blank paper
+    dot = np.full((32, 32), 255, np.uint8)
+    dot[15:17, 15:17] = 0  # paper with one dot
+    Image.fromarray(dot).save(changed)
     st = changed.stat()
     os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     third = load_dataset(image_folder, P32, cache_dir=cache, workers=1)
-    assert third.images[0].sum() == 0 and first.images[0].sum() > 0
+    assert third.images[0].sum() == 4 * 255 and first.images[0].sum() > 4 * 255
     assert not [f for f in cache.iterdir() if f.suffix == ".tmp"]
 
 

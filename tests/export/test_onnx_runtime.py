@@ -116,9 +116,9 @@ def test_no_torch_is_imported(onnx_export, image_folder: Path) -> None:
         import numpy as np
         from twinshot.export import OnnxEmbedder, sigmoid
         embedder = OnnxEmbedder({str(path)!r})
-        e = embedder.embed([{str(png)!r}, open({str(png)!r}, "rb").read(), np.zeros((40, 40), np.uint8)])
+        e = embedder.embed([{str(png)!r}, open({str(png)!r}, "rb").read(), np.eye(40, dtype=np.uint8) * 255])
         p = sigmoid(embedder.pairwise_logits(e, e))
-        s = embedder.score_pair({str(png)!r}, np.zeros((40, 40), np.uint8))
+        s = embedder.score_pair({str(png)!r}, np.eye(40, dtype=np.uint8) * 255)
         assert e.shape == (3, 16) and p.shape == (3, 3) and np.isfinite(s)
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "kornia", "safetensors", "onnxscript"))
         print("HEAVY", heavy)
@@ -147,7 +147,7 @@ def test_errors_name_the_file(onnx_export, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"\(2, 1, 32, 32\) do not match the model's input \(N, 1, 28, 28\)"):
         embedder.embed_images(np.zeros((2, 1, 32, 32), np.uint8))
     with pytest.raises(DataError, match=r"image #2 \(bytes\)"):
-        embedder.load([np.zeros((5, 5), np.uint8), b"not an image"])
+        embedder.load([np.eye(5, dtype=np.uint8) * 255, b"not an image"])
     with pytest.raises(DataError, match="no images given"):
         embedder.load([])
 

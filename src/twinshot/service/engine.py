@@ -34,6 +34,7 @@ from twinshot.errors import DataError, TwinshotError
 from twinshot.gallery import Gallery, describe
 from twinshot.gallery.embedding import embed_uint8
 from twinshot.gallery.results import Identification, finite
+from twinshot.preprocessing import UnusableImageError
 from twinshot.service.config import Limits, ServiceConfig
 from twinshot.service.errors import ServiceError, scrub
 from twinshot.service.limits import image_size
@@ -239,6 +240,8 @@ class Engine:
         image_size(upload.data, upload.name, self.limits.max_pixels)
         try:
             return load_image(upload.data, self.gallery.model.preprocessing, max_pixels=self.limits.max_pixels)
+        except UnusableImageError as exc:  # blank, too elongated: decoded, but not a picture to compare
+            raise ServiceError(422, exc.reason, f"image {upload.name!r}: {str(exc).split(': ', 1)[-1]}") from None
         except DataError:
             raise ServiceError(422, "unreadable_image", f"image {upload.name!r} cannot be decoded (truncated or corrupt)") from None
 
