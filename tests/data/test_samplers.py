@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from typing import Callable
 
 import pytest
@@ -268,13 +267,12 @@ def test_bad_labels() -> None:
         PairSampler(torch.tensor([0.0, 1.0]), 2, 1)
 
 
-# ---- speed --------------------------------------------------------------------------
+# ---- scale ------------------------------------------------------------------------------
 
 
-def test_episode_sampling_is_fast() -> None:
+def test_episode_sampling_at_omniglot_scale() -> None:
+    # its speed (~0.05 s for 2,000 episodes on an idle core) is measured by
+    # tests/data/bench_data.py: timing belongs in benchmarks, not in tests
     labels = torch.arange(964).repeat_interleave(20)  # Omniglot background
     sampler = EpisodeSampler(labels, 20, 1, 5, 2_000, seed=0)
-    start = time.perf_counter()
     assert sum(1 for _ in sampler) == 2_000
-    # ~0.05 s on an idle core (10k episodes: ~0.25 s); the bound allows a busy machine
-    assert time.perf_counter() - start < 2.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import zipfile
 from pathlib import Path
 
@@ -252,7 +251,7 @@ def test_damaged_cache_is_rebuilt(image_folder: Path, tmp_path: Path) -> None:
 # ---- real Omniglot ------------------------------------------------------------------
 
 
-def test_omniglot_small_zip(omniglot_dir: Path, tmp_path: Path) -> None:
+def test_omniglot_small_zip(omniglot_dir: Path, tmp_path: Path, monkeypatch) -> None:
     archive = omniglot_dir / "images_background_small1.zip"
     ds = load_dataset(archive, Preprocessing(size=(105, 105), invert=True), cache_dir=tmp_path)
     assert len(ds) == 2720 and ds.images.shape == (2720, 1, 105, 105)
@@ -267,9 +266,12 @@ def test_omniglot_small_zip(omniglot_dir: Path, tmp_path: Path) -> None:
     ink = (ds.images > 0).float().mean().item()
     assert 0.02 < ink < 0.2
     assert ds.images[:, :, 0, :].float().mean() < 0.01 * 255  # the top row is paper
-    start = time.perf_counter()
+    # the second load reads the cache (its speed is measured by tests/data/bench_data.py)
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(sources, "decode_listing", no_decoding)
     again = load_dataset(archive, Preprocessing(size=(105, 105), invert=True), cache_dir=tmp_path)
-    assert time.perf_counter() - start < 1.0
     assert torch.equal(again.images, ds.images)
 
 

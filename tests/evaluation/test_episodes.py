@@ -4,7 +4,6 @@ forward pass, hand-computed scoring rules, reproducibility, and the real Omniglo
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -129,15 +128,12 @@ def test_bad_protocol(folder_dataset: LabelledImages) -> None:
 
 
 def test_real_omniglot_20_way(omniglot_dir: Path) -> None:
-    """Raw-pixel nearest neighbour on a real Omniglot background set: far above chance (5%),
-    and 1000 episodes take well under a second or two once the images are embedded."""
+    """Raw-pixel nearest neighbour on a real Omniglot background set: far above chance (5%).
+    (1000 episodes take ~0.2 s once the images are embedded; timing belongs in bench/.)"""
     data = load_dataset(omniglot_dir / "images_background_small1.zip", Preprocessing(size=(28, 28), invert=True), workers=1)
     model = pixel_model()
-    start = time.perf_counter()
     result = evaluate_episodes(model, data, n_way=20, n_shot=1, n_query=1, episodes=1000, seed=0)
-    elapsed = time.perf_counter() - start
     assert 0.2 < result.accuracy < 0.9
     assert 0.0 < result.ci95 < 0.05
-    assert elapsed < 10.0  # ~0.2 s on an idle CPU; generous for a shared machine
     within = evaluate_episodes(model, data, n_way=20, episodes=200, within_group=True)
     assert within.accuracy < result.accuracy + 0.1  # within-alphabet is no easier
