@@ -172,3 +172,27 @@ def test_stored_matrix_grows_and_compacts() -> None:
     mask[700:1400] = True
     m.keep(mask)
     assert len(m) == 700 and np.all(m.data == 1)
+
+
+@pytest.mark.parametrize("norm", [1.0, 30.0, 300.0])
+def test_euclidean_scores_of_near_identical_embeddings_are_exact(norm: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 11, defect 9: the product form |q|^2 - (2 q.g - |g|^2) cancels in float32, so an
+    # enrolled image scored against itself came out up to 0.4 logits low at norm 100.
+    rng = np.random.default_rng(3)
+    g = (norm * rng.standard_normal((500, 64)) / 8).astype(np.float32)
+    g[250:260] = g[:10] + np.float32(1e-3 * norm / 8) * rng.standard_normal((10, 64)).astype(np.float32)
+    head = EuclideanHead()
+    head.set_logistic(5.0, 2.0)
+    scorer = Scorer(head)
+    stored = scorer.prepare(g)
+    q = scorer.prepare_queries(g[:10])
+    g64 = g.astype(np.float64)
+    ref = 5.0 * -np.sqrt(((g64[:10, None] - g64[None]) ** 2).sum(-1) + 1e-12) + 2.0
+    tol = 1e-4 * (1.0 + np.abs(ref).max())
+    assert np.abs(scorer.logits(q, stored) - ref).max() <= tol
+    monkeypatch.setattr(index_mod, "CHUNK_ELEMENTS", 64 * 3)  # exact rescoring in blocks of 3 pairs
+    logits, rows = ExactIndex(scorer, StoredMatrix(stored.shape[1], stored)).search(q, 3)
+    assert (rows[:, 0] == np.arange(10)).all() and (rows[:, 1] == np.arange(250, 260)).all()
+    assert np.abs(logits - np.take_along_axis(ref, rows, 1)).max() <= tol
+    assert (np.diff(logits, axis=1) <= 0).all()  # still best first
+    assert np.abs(scorer.logits_at(q, stored, rows) - logits).max() == 0.0
