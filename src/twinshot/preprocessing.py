@@ -168,21 +168,30 @@ def array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
 
 def _scale_to_uint8(arr: np.ndarray, name: str, *, sixteen_bit: bool = False) -> np.ndarray:
     """Numbers to uint8 grey levels: 16-bit values (``sixteen_bit``, or anything in
-    0-65535 above 255) divided by 257, so ``v * 257`` gives back ``v``; 0-1 times 255; 0-255
-    as is; any other range stretched linearly to 0-255."""
-    x = np.asarray(arr, dtype=np.float64)
-    if x.size == 0:
-        return np.zeros(x.shape, np.uint8)
-    if not np.isfinite(x).all():
+    0-65535 above 255) divided by 257 and rounded, so ``v * 257`` gives back ``v``; 0-1
+    times 255; 0-255 as is; any other range stretched linearly to 0-255. Integer images
+    stay integer (4 bytes a pixel at most: a 16-bit bomb costs no float64 copies)."""
+    if arr.size == 0:
+        return np.zeros(arr.shape, np.uint8)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise UnusableImageError(f"{name}: the image has NaN or infinite pixel values", "non_finite")
-    lo, hi = float(x.min()), float(x.max())
-    if sixteen_bit or (lo >= 0.0 and 255.0 < hi <= 65535.0):
-        x = x / 257.0
-    elif lo >= 0.0 and hi <= 1.0:
-        x = x * 255.0
-    elif not (lo >= 0.0 and hi <= 255.0):
-        x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    lo, hi = arr.min(), arr.max()
+    if sixteen_bit or (lo >= 0 and 255 < hi <= 65535):
+        if arr.dtype.kind in "ui":
+            return ((arr.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)  # round(v / 257)
+        x = arr.astype(np.float32) / np.float32(257.0)
+    elif lo >= 0 and hi <= 1:
+        x = arr.astype(np.float32) * np.float32(255.0)
+    elif lo >= 0 and hi <= 255:
+        if arr.dtype.kind in "ui":
+            return arr.astype(np.uint8)
+        x = arr.astype(np.float32)
+    else:
+        span = float(hi) - float(lo)
+        if span == 0.0:
+            return np.zeros(arr.shape, np.uint8)
+        x = ((arr.astype(np.float64) - float(lo)) * (255.0 / span)).astype(np.float32)
+    return np.clip(np.rint(x, out=x), 0, 255, out=x).astype(np.uint8)
 
 
 #: PIL modes decoded as 16-bit grey.

@@ -149,7 +149,7 @@ def _valid_sources() -> list[tuple[str, str, bytes]]:
         "HSV": Image.fromarray(rgb).convert("HSV"),
         "RGBX": Image.fromarray(rgb).convert("RGBX"),
     }
-    formats = {"PNG": "png", "TIFF": "tif", "BMP": "bmp", "GIF": "gif", "JPEG": "jpg", "WEBP": "webp", "PPM": "ppm", "TGA": "tga", "PCX": "pcx", "ICO": "ico", "IM": "im", "SGI": "sgi", "QOI": "qoi", "DDS": "dds"}
+    formats = {"PNG": "png", "TIFF": "tif", "BMP": "bmp", "GIF": "gif", "JPEG": "jpg", "WEBP": "webp", "PPM": "ppm", "TGA": "tga", "PCX": "pcx", "ICO": "ico", "SGI": "sgi", "QOI": "qoi", "DDS": "dds"}
     for mode, img in pil.items():
         for fmt, ext in formats.items():
             try:

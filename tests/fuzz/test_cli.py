@@ -19,7 +19,7 @@ from twinshot.cli.main import cli
 
 from tests.fuzz.corpus import Item
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning", "ignore::DeprecationWarning")]
 
 
 def run(capsys, *args: object) -> tuple[int, str, str]:

@@ -14,7 +14,7 @@ from twinshot.preprocessing import decode_image_array
 
 from tests.fuzz.corpus import Item
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")  # PIL on damaged files
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning", "ignore::DeprecationWarning")  # PIL on damaged files
 
 PREPROCESSINGS = [
     Preprocessing(size=(28, 28), invert=True),

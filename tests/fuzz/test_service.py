@@ -15,7 +15,7 @@ import pytest
 from tests.fuzz.corpus import Item
 from tests.service.conftest import launch, new_gallery, new_keys
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning", "ignore::DeprecationWarning")]
 
 ROUTES = ("identify", "search", "verify pair", "verify identity", "enroll")
 
