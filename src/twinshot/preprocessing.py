@@ -1,8 +1,10 @@
 """Turning an image into model input without torch: :class:`Preprocessing` and
 :func:`decode_image_array`.
 
-This is the one implementation of twinshot's image decoding (resize, grey/colour
-conversion, Omniglot's ink inversion, normalisation). :func:`twinshot.data.images.load_image`
+This is the one implementation of twinshot's image decoding (every PIL mode and bit depth
+scaled to 8 bits, transparency over white paper, resize, grey/colour conversion,
+Omniglot's ink inversion, normalisation) and of the refusal of images that must not be
+compared with anything (no content, absurd aspect ratio: :class:`UnusableImageError`). :func:`twinshot.data.images.load_image`
 wraps it for torch, and :class:`twinshot.export.onnx_runtime.OnnxEmbedder` uses it as is, so
 an exported model sees exactly the pixels the torch model saw. It imports only numpy and
 PIL (it lives outside :mod:`twinshot.data`, whose ``__init__`` imports torch).
