@@ -57,8 +57,9 @@ def _normalize(x: np.ndarray, eps: float = 1e-8) -> np.ndarray:
 
 
 #: Pairs whose expanded squared distance is below this fraction of ``|a|^2 + |b|^2`` are
-#: recomputed from exact differences (float64 rounding of the expansion is ~1e-15 of it).
-_RESCORE_BELOW = 1e-8
+#: recomputed from exact differences (float64 rounding of the expansion is ~1e-14 of it, so
+#: beyond the bound the distance is off by under ~1e-8 of itself).
+_RESCORE_BELOW = 1e-6
 
 
 def _pairwise_sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
