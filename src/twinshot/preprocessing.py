@@ -310,26 +310,26 @@ def decode_image_array(
         img = array_to_pil(source, name)
     else:
         img = open_pil(source, max_pixels)
-    opened = img is not source
+    opened = img if img is not source else None  # closed here; a caller's PIL image is not
     try:
         check_shape(img.size, name)
         mode = "RGB" if preprocessing.channels == 3 else "L"
-        img8 = to_8bit(img, name)
-        if img8.mode != mode:
-            img8 = img8.convert(mode)
-        check_content(img8, name)
+        img = to_8bit(img, name)
+        if img.mode != mode:
+            img = img.convert(mode)
+        check_content(img, name)
         h, w = preprocessing.size
-        if img8.size != (w, h):
-            img8 = img8.resize((w, h), Image.Resampling.BILINEAR)
-        arr = np.asarray(img8, dtype=np.uint8)
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
     except DataError:
         raise
     except Exception as exc:  # PIL's decoders raise many kinds on damaged files
         detail = " ".join(str(exc).split())[:200] or exc.__class__.__name__
         raise DataError(f"{name}: truncated or corrupt image ({detail})") from None
     finally:
-        if opened:
-            img.close()
+        if opened is not None:
+            opened.close()
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     out = np.array(arr, dtype=np.uint8, copy=True, order="C")
     if preprocessing.invert:
