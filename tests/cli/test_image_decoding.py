@@ -30,7 +30,8 @@ def faces(datasets_dir: Path, tmp_path: Path) -> dict[str, Path]:
             src = datasets_dir / "orl_faces" / subject / f"{n}.pgm"
             out[f"{subject}_{n}"] = src
             sixteen = tmp_path / f"{subject}_{n}_16bit.png"
-            Image.fromarray(np.asarray(Image.open(src)).astype(np.uint16) * 257).save(sixteen)
+            with Image.open(src) as im:
+                Image.fromarray(np.asarray(im).astype(np.uint16) * 257).save(sixteen)
             out[f"{subject}_{n}_16"] = sixteen
     return out
 

@@ -80,11 +80,13 @@ def test_a_16bit_face_gives_the_model_input_of_its_8bit_version(datasets_dir: Pa
     # The defect: a 16-bit PNG decoded as (nearly) all white, so two different people matched.
     p = Preprocessing(size=(32, 32))
     for subject in ("s1", "s2"):
-        face = np.asarray(Image.open(datasets_dir / "orl_faces" / subject / "1.pgm"))
+        with Image.open(datasets_dir / "orl_faces" / subject / "1.pgm") as im:
+            face = np.asarray(im)
         # a 16-bit scan with detail below the 8-bit steps: rounding it is quantisation
         a16 = face.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 128, face.shape).astype(np.uint16)
         Image.fromarray(a16).save(tmp_path / f"{subject}.png")
-        assert Image.open(tmp_path / f"{subject}.png").mode == "I;16"
+        with Image.open(tmp_path / f"{subject}.png") as im:
+            assert im.mode == "I;16"
         eight = load_image(datasets_dir / "orl_faces" / subject / "1.pgm", p).numpy().astype(int)
         sixteen = load_image(tmp_path / f"{subject}.png", p).numpy().astype(int)
         assert np.abs(sixteen - eight).max() <= 1
