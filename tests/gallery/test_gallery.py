@@ -59,12 +59,14 @@ def test_enroll_identify_search_verify_round_trip(gallery: Gallery) -> None:
     assert res.score == pytest.approx(res.candidates[0].score)
 
     result = gallery.search(imgs[2], k=5)
-    assert result.scores.shape == (1, 5) and result.image_ids.shape == (1, 5)
+    # fewer than k enrolled: k is clamped to the gallery's size (issue 11: k = 10**9 was OOM)
+    assert result.scores.shape == (1, 3) and result.image_ids.shape == (1, 3)
     assert result.image_ids[0, 0] == 3 and result.identities[0][0] == "bob"
-    # fewer than k enrolled: -inf / -1 / None padding, faiss-style
-    assert np.isneginf(result.scores[0, 3:]).all() and (result.image_ids[0, 3:] == -1).all()
-    assert result.identities[0][3:] == [None, None]
+    assert np.isfinite(result.scores).all() and (result.image_ids >= 0).all()
     assert [n.image_id for n in result.neighbours(0)] == result.image_ids[0, :3].tolist()
+    huge = gallery.search(imgs[2], k=10**20)  # any size is clamped, nothing is allocated for it
+    assert huge.scores.shape == (1, 3) and huge.image_ids[0].tolist() == result.image_ids[0].tolist()
+    assert len(gallery.identify(imgs[2], k=10**20)[0].candidates) == 2
 
     v = gallery.verify(imgs[0], imgs[0])
     assert v.same and v.probability > 0.5
