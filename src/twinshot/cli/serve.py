@@ -61,6 +61,8 @@ def serve(
 
     def ready() -> None:
         typer.echo(f"twinshot: serving {gallery} at {url}  (door page {url}/door, admin page {url}/admin, API docs {url}/docs)", err=True)
+        if app.state.engine.read_only_reason is not None:
+            typer.echo(f"twinshot: {gallery} is read-only here ({app.state.engine.read_only_reason}): enroll and delete will answer 503", err=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo("twinshot: plain HTTP on a non-loopback address: put a TLS-terminating proxy in front", err=True)
         typer.echo(f"listening on {url}")

@@ -6,11 +6,19 @@ record and no record names a change that did not.
 Table ``audit(id, time, who, client, action, identity, details JSON)``: ``who`` is the
 caller's name (``"cli"``, an API key's name...), ``client`` its address when known,
 ``details`` the counts and options (never images or metadata).
+
+Removing an identity is the right to be forgotten: its name must not stay in the file. So
+the removal's transaction replaces the name in every audit row of that identity (and in
+its own) by a pseudonym, ``forgotten:`` and 16 hex digits of a salted SHA-256
+(:func:`pseudonym`; the salt is random per gallery), which still links the rows of one
+person without naming them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,7 +50,7 @@ class AuditEntry:
     ``"set"``, ``"reembed"``) on ``identities`` (one row each; none for settings)."""
 
     action: str
-    identities: Sequence[str] = ()
+    identities: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     actor: Actor = Actor()
 
@@ -61,6 +69,23 @@ def write_audit(conn: sqlite3.Connection, entry: AuditEntry) -> int:
         [(time, entry.actor.who, entry.actor.client, entry.action, name, details) for name in names],
     )
     return int(conn.execute("SELECT MAX(id) FROM audit").fetchone()[0])
+
+
+def pseudonym(conn: sqlite3.Connection, name: str) -> str:
+    """The name's pseudonym in this gallery (creates the gallery's salt on first use; call
+    inside a write transaction)."""
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('audit_salt', ?)", (secrets.token_hex(16),))
+    salt = conn.execute("SELECT value FROM meta WHERE key = 'audit_salt'").fetchone()[0]
+    return "forgotten:" + hashlib.sha256((salt + "\0" + name).encode()).hexdigest()[:16]
+
+
+def forget(conn: sqlite3.Connection, name: str) -> str:
+    """Replace ``name`` by its pseudonym in every audit row (inside the removal's
+    transaction); returns the pseudonym."""
+    conn.execute(AUDIT_SCHEMA)
+    alias = pseudonym(conn, name)
+    conn.execute("UPDATE audit SET identity = ? WHERE identity = ?", (alias, name))
+    return alias
 
 
 def read_audit(conn: sqlite3.Connection, *, after: int = 0) -> list[dict[str, Any]]:

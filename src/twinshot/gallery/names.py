@@ -94,8 +94,9 @@ def check_metadata(metadata: Any, *, name: str = "", max_depth: int = MAX_METADA
     return metadata
 
 
-def parse_metadata(text: str, *, max_depth: int = MAX_METADATA_DEPTH) -> dict[str, Any]:
-    """Parse metadata given as JSON text (the CLI's ``--metadata``, the service's form field).
+def parse_metadata(text: str, *, what: str = "metadata", max_depth: int = MAX_METADATA_DEPTH) -> dict[str, Any]:
+    """Parse metadata given as JSON text (the CLI's ``--metadata``, the service's form
+    field); ``what`` names it in messages.
 
     Raises:
         InvalidMetadata: not JSON, not an object, or too deep.
@@ -103,11 +104,14 @@ def parse_metadata(text: str, *, max_depth: int = MAX_METADATA_DEPTH) -> dict[st
     try:
         value = json.loads(text)
     except RecursionError:
-        raise InvalidMetadata(f"metadata is nested too deeply; the limit is {max_depth} levels") from None
+        raise InvalidMetadata(f"{what} is nested too deeply; the limit is {max_depth} levels") from None
     except ValueError as exc:
-        raise InvalidMetadata(f"metadata is not valid JSON ({exc})") from None
+        raise InvalidMetadata(f"{what} is not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise InvalidMetadata("metadata must be a JSON object")
+        raise InvalidMetadata(f"{what} must be a JSON object")
+    depth = metadata_depth(value)
+    if depth > max_depth:
+        raise InvalidMetadata(f"{what} is nested {depth} levels deep; the limit is {max_depth}")
     return check_metadata(value, max_depth=max_depth)  # type: ignore[return-value]
 
 

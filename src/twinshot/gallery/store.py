@@ -39,7 +39,7 @@ from urllib.parse import quote
 import numpy as np
 
 from twinshot.errors import DamagedError, DataError, ReadOnlyError, StorageError, TwinshotError
-from twinshot.gallery.audit import AUDIT_SCHEMA, AuditEntry, write_audit
+from twinshot.gallery.audit import AUDIT_SCHEMA, AuditEntry, forget, write_audit
 from twinshot.gallery.names import load_stored_metadata
 
 #: Version of the table layout; a file with a newer version is refused.
@@ -697,6 +697,8 @@ class GalleryStore:
             )
             self._delete_rows(conn, old)
             conn.execute("DELETE FROM identities WHERE id = ?", (row[0],))
+            if audit is not None:  # the name leaves the file with the identity
+                audit.identities[:] = [forget(conn, name)]
         return old
 
     def rewrite_vectors(self, rows: StoredRows, meta_updates: dict[str, str], *, audit: AuditEntry | None = None) -> None:

@@ -77,6 +77,11 @@ def create_app(config: ServiceConfig, keys: KeyRing, *, engine: Engine | None = 
         torch.set_num_threads(config.torch_threads)  # process-wide: this process serves
     engine = engine or Engine.open(config)
     audit = AuditLog(config.audit_path)
+    recovered = audit.reconcile(engine.audit_since(audit.change_ids()))
+    if recovered:
+        log.warning("audit log: added %d change(s) recorded in the gallery but missing from the log", recovered)
+    if engine.read_only_reason is not None:
+        log.warning("the gallery is read-only here (%s): enroll and delete answer 503", engine.read_only_reason)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
