@@ -60,7 +60,7 @@ from twinshot.gallery.files import ModelRef, model_meta, reembed_store, resolve_
 from twinshot.gallery.results import Candidate, EnrollResult, Identification, SearchResult, Verification
 from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss, topk
 from twinshot.gallery.store import GalleryStore, IdentityRecord, NewIdentity, StoredRows, WriteResult
-from twinshot.gallery.validate import check_k, check_threshold, read_settings
+from twinshot.gallery.validate import check_k, check_positive, check_threshold, read_settings
 
 #: Combination rules for several references of one identity.
 RULES = ("max", "mean")
@@ -474,6 +474,11 @@ class Gallery:
         missing = wanted - self._names.keys()
         if missing:
             self._names.update(self._store.identity_names(sorted(missing)))
+            if missing - self._names.keys():
+                raise DamagedError(
+                    f"{self.path}: the gallery is damaged (embeddings of identities that do not exist); "
+                    f"run `twinshot gallery check {self.path}`"
+                )
         return {i: self._names[i] for i in wanted}
 
     # -- embedding -----------------------------------------------------------------------
@@ -933,6 +938,11 @@ class Gallery:
 
         if (pairs is None) == (folder is None):
             raise ConfigError("give exactly one of a pairs CSV (--pairs) or a labelled folder (--folder)")
+        check_positive("n_pairs", n_pairs, minimum=2)
+        check_positive("n_boot", n_boot, minimum=1)
+        check_positive("seed", seed, minimum=0)
+        if seed >= 2**32:
+            raise ConfigError(f"seed must be below 2**32, got {seed}")
         if (far is None) == (not eer):
             raise ConfigError("give exactly one of a target false accept rate (--far RATE) or --eer")
         if pairs is not None:

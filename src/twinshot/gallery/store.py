@@ -442,6 +442,8 @@ class GalleryStore:
     def _check_block(self, n: int, bids: Any, bident: Any, bvec: Any) -> None:
         """Refuse a block whose blobs do not hold ``n`` ids, identities and vectors."""
         blobs = (bids, bident, bvec)
+        if not isinstance(n, int) or n < 0:
+            raise self.damaged(f"an embedding block has the size {n!r}")
         if not all(isinstance(b, bytes) for b in blobs):
             raise self.damaged("an embedding block holds a value that is not a blob")
         if len(bids) != 8 * n or len(bident) != 8 * n or len(bvec) != 4 * n * self.dim:
@@ -519,6 +521,7 @@ class GalleryStore:
             n, bids, bident, bvec = conn.execute(
                 "SELECT n, ids, identity_ids, vectors FROM blocks WHERE id = ?", (block_id,)
             ).fetchone()
+            self._check_block(n, bids, bident, bvec)
             a_ids = np.frombuffer(bids, dtype="<i8")
             keep = ~np.isin(a_ids, kill_arr)
             if not keep.any():
@@ -545,6 +548,8 @@ class GalleryStore:
         block_of = np.empty(total, dtype=np.int64)
         at = 0
         last = conn.execute("SELECT id, n, ids, identity_ids, vectors FROM blocks ORDER BY id DESC LIMIT 1").fetchone()
+        if last is not None:
+            self._check_block(*last[1:])
         if last is not None and last[1] < self.rows_per_block:
             block_id, n = int(last[0]), int(last[1])
             take = min(total, self.rows_per_block - n)

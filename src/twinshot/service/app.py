@@ -122,6 +122,8 @@ def _keep_uploads_in_memory(max_bytes: int) -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: a free one)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"port must be a whole number from 0 to 65535, got {port!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP, so that asyncio sets TCP_NODELAY on each accepted connection (it
     # checks the proto); without it a keep-alive answer waits ~40 ms for a delayed ACK.

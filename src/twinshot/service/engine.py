@@ -195,7 +195,11 @@ class Engine:
     @classmethod
     def open(cls, config: ServiceConfig) -> "Engine":
         """Open the configured gallery (with its own model, or ``config.model``)."""
-        return cls(Gallery.open(config.gallery, config.model, index=config.index, inference=config.inference), config)
+        gallery = Gallery.open(
+            config.gallery, config.model, index=config.index, inference=config.inference, readonly=config.readonly,
+            actor=Actor("service"),
+        )
+        return cls(gallery, config)
 
     def close(self) -> None:
         self.batcher.close()
