@@ -76,6 +76,7 @@ def check_gallery(path: str | os.PathLike) -> CheckReport:
         return report
     report = CheckReport(gallery=str(path))
     try:
+        store.conn.execute("BEGIN")  # one snapshot, while writers go on (WAL)
         _check(store, report)
     finally:
         store.close()

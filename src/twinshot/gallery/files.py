@@ -129,6 +129,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     is listed with ``metadata: {}`` and a ``metadata_error``."""
     store = GalleryStore.open(path, readonly=True)
     try:
+        store.conn.execute("BEGIN")  # settings and identities from one snapshot
         meta = store.meta()
         settings = read_settings(meta, store.path)
         records = store.list_identities()
