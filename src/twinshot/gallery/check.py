@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from twinshot.errors import TwinshotError
+from twinshot.errors import DamagedError, TwinshotError
 from twinshot.gallery.names import load_stored_metadata, normalize_identity
 from twinshot.gallery.store import GalleryStore
 from twinshot.gallery.validate import read_settings
@@ -68,9 +68,7 @@ def check_gallery(path: str | os.PathLike) -> CheckReport:
     """
     try:
         store = GalleryStore.open(path, readonly=True)
-    except TwinshotError as exc:
-        if "damaged" not in str(exc) and "dimension" not in str(exc):
-            raise
+    except DamagedError as exc:  # a gallery, but too damaged to open: that is the finding
         report = CheckReport(gallery=str(path))
         report.problems.append(str(exc))
         return report

@@ -365,6 +365,14 @@ class Gallery:
     def _audit(self, action: str, identities: Sequence[str] = (), details: dict[str, Any] | None = None, actor: Actor | None = None) -> AuditEntry:
         return AuditEntry(action, list(identities), details or {}, actor or self.actor)
 
+    def audit(self, after: int = 0) -> list[dict[str, Any]]:
+        """The gallery's audit records with ids above ``after``, oldest first (see
+        :mod:`twinshot.gallery.audit`)."""
+        from twinshot.gallery.audit import read_audit
+
+        with self._lock:
+            return read_audit(self._store.conn, after=after)
+
     @property
     def last_change_id(self) -> int | None:
         """The audit row id of the last change made through this object (see

@@ -375,9 +375,7 @@ class Engine:
         """The gallery's audit records (written with each change, in its transaction)
         whose ids are not in ``seen``: changes that took effect but never reached the
         service's audit log (a crash between the two, or a change made by the CLI)."""
-        from twinshot.gallery.audit import read_audit
-
-        return [r for r in read_audit(self.gallery._store.conn) if r["change_id"] not in seen]
+        return [r for r in self.gallery.audit() if r["change_id"] not in seen]
 
     def _refuse_if_read_only(self) -> None:
         if self.read_only_reason is not None:
