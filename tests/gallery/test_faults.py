@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from twinshot.errors import ConfigError, DamagedError, DataError, ReadOnlyError, TwinshotError
+from twinshot.errors import ConfigError, DataError, ReadOnlyError, TwinshotError
 from twinshot.gallery import Actor, Gallery, check_gallery, describe, remove_identity
 from twinshot.gallery.audit import read_audit
 from twinshot.gallery.names import MAX_IDENTITY_CHARS, MAX_METADATA_DEPTH, InvalidIdentityName, InvalidMetadata

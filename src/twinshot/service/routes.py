@@ -19,7 +19,6 @@ from twinshot.service.errors import ServiceError
 from twinshot.service.keys import Principal
 
 
-
 class AnyPathConvertor(Convertor):
     """Like Starlette's ``path``, but also matching newlines and other control characters,
     so that a name such as ``a%0Ab`` reaches the identity check (a 422), not a 404."""
