@@ -189,6 +189,9 @@ def test_kill_minus_nine_loses_nothing(setup, tmp_path: Path) -> None:
                     present = sorted(ledger.confirmed_present)
                     for i in range(40):
                         try:
+                            if i % 4 == 1:  # the server reads its own live file too (issue 11, defect 1)
+                                listed = c.get("/v1/identities")
+                                assert listed.status_code == 200, listed.text
                             if i % 3 == 2 and present:
                                 name = present.pop()
                                 outcomes.append(("remove", name, -1))
