@@ -39,3 +39,18 @@ def test_cli_reader_does_not_lose_the_servers_writes(tmp_path: Path, model_dir: 
         server.stop()
     checked = cli("gallery", "list", gallery, "--json")
     assert checked.returncode == 0 and '"beta"' in checked.stdout and '"alpha"' not in checked.stdout
+
+
+def test_serve_read_only_says_so_and_answers_503(tmp_path: Path, model_dir: Path) -> None:
+    gallery = new_gallery(tmp_path / "g.db", model_dir)
+    keys, admin, _ = new_keys(tmp_path / "keys.json")
+    server = serve(gallery, keys, admin, "--read-only")
+    try:
+        r = server.client.post("/v1/identities/alpha/images", files={"images": ("a.png", png(glyph(0)))})
+        assert r.status_code == 503 and r.json()["error"] == "read_only_gallery", r.text
+        assert server.client.get("/v1/identities").status_code == 200
+    finally:
+        server.stop()
+    err = server.proc.stderr.read()  # type: ignore[union-attr]
+    assert "is read-only here" in err and "will answer 503" in err, err
+    assert "Traceback" not in err
