@@ -219,6 +219,8 @@ def list_gallery(
     )
     for r in info["identities"]:
         meta = f" {json.dumps(r['metadata'])}" if r["metadata"] else ""
+        if r.get("metadata_error"):
+            meta = f" (metadata unreadable: {r['metadata_error']})"
         typer.echo(f"  {r['name']}: {r['references']} reference(s){meta}")
 
 
