@@ -19,3 +19,18 @@ class ConfigError(TwinshotError, ValueError):
 
 class DataError(TwinshotError, ValueError):
     """Data that cannot be used: an unreadable image, an empty folder, too few images."""
+
+
+class ReadOnlyError(TwinshotError):
+    """A change to a file that this process may only read (a read-only gallery, or one in
+    a folder it cannot write)."""
+
+
+class StorageError(TwinshotError):
+    """The file system refused or failed a read or a write: a locked, full or failing disk,
+    a folder that cannot be written."""
+
+
+class DamagedError(DataError):
+    """A file whose contents are damaged (a gallery with truncated vectors, unreadable
+    settings...); ``twinshot gallery check`` names every problem."""

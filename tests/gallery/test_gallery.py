@@ -59,12 +59,14 @@ def test_enroll_identify_search_verify_round_trip(gallery: Gallery) -> None:
     assert res.score == pytest.approx(res.candidates[0].score)
 
     result = gallery.search(imgs[2], k=5)
-    assert result.scores.shape == (1, 5) and result.image_ids.shape == (1, 5)
+    # fewer than k enrolled: k is clamped to the gallery's size (issue 11: k = 10**9 was OOM)
+    assert result.scores.shape == (1, 3) and result.image_ids.shape == (1, 3)
     assert result.image_ids[0, 0] == 3 and result.identities[0][0] == "bob"
-    # fewer than k enrolled: -inf / -1 / None padding, faiss-style
-    assert np.isneginf(result.scores[0, 3:]).all() and (result.image_ids[0, 3:] == -1).all()
-    assert result.identities[0][3:] == [None, None]
+    assert np.isfinite(result.scores).all() and (result.image_ids >= 0).all()
     assert [n.image_id for n in result.neighbours(0)] == result.image_ids[0, :3].tolist()
+    huge = gallery.search(imgs[2], k=10**20)  # any size is clamped, nothing is allocated for it
+    assert huge.scores.shape == (1, 3) and huge.image_ids[0].tolist() == result.image_ids[0].tolist()
+    assert len(gallery.identify(imgs[2], k=10**20)[0].candidates) == 2
 
     v = gallery.verify(imgs[0], imgs[0])
     assert v.same and v.probability > 0.5
@@ -150,7 +152,8 @@ def test_unknown_below_threshold_and_threshold_persists(tmp_path: Path, gallery:
     gallery.set_threshold(res.score + 1.0)
     (res2,) = gallery.identify(imgs[1])
     assert res2.identity is None and res2.candidates[0].identity == "alice" and res2.score == pytest.approx(res.score)
-    assert gallery.identify(imgs[0])[0].identity is None or gallery.identify(imgs[0])[0].score >= gallery.threshold
+    own = gallery.identify(imgs[0])[0]  # alice's own image: the cosine head's largest score, 10 - 5
+    assert own.score == pytest.approx(5.0, abs=1e-4) and gallery.threshold > 5.0 and own.identity is None
     path = gallery.path
     gallery.close()
     with Gallery.open(path) as g:
@@ -358,3 +361,25 @@ def test_calibrate_from_a_folder_and_a_pairs_csv(tmp_path: Path, gallery: Galler
         gallery.calibrate(pairs=csv, folder=image_folder, eer=True)
     info = json.loads(json.dumps(gallery.info()))
     assert info["calibration_report"]["target"] == "far=0.1"
+
+
+def test_a_score_exactly_on_the_threshold_is_accepted(gallery: Gallery) -> None:
+    """The rule is ``score >= threshold``: equal is accepted, one float32 step below is not,
+    in identify (per call and stored) and in verify."""
+    vecs = np.random.default_rng(4).standard_normal((3, gallery.dim)).astype(np.float32)
+    gallery.enroll_embeddings("alice", vecs[0])
+    (probe,) = gallery.identify_embeddings(vecs[1], threshold=-np.inf)
+    score = probe.score
+    below = float(np.nextafter(np.float32(score), np.float32(np.inf)))  # a threshold just above it
+    assert gallery.identify_embeddings(vecs[1], threshold=score)[0].identity == "alice"
+    assert gallery.identify_embeddings(vecs[1], threshold=below)[0].identity is None
+    gallery.set_threshold(score)
+    assert gallery.identify_embeddings(vecs[1])[0].identity == "alice"
+    gallery.set_threshold(below)
+    assert gallery.identify_embeddings(vecs[1])[0].identity is None
+    img = random_images(1, seed=9)[0]
+    v = gallery.verify(img, img)
+    gallery.set_threshold(v.score)
+    assert gallery.verify(img, img).same
+    gallery.set_threshold(float(np.nextafter(np.float32(v.score), np.float32(np.inf))))
+    assert not gallery.verify(img, img).same

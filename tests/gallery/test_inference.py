@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from twinshot.errors import ConfigError
+from twinshot.errors import ConfigError, TwinshotError
 from twinshot.gallery import Gallery, verify_images
 from twinshot.gallery.embedding import TorchEmbedder
 from twinshot.gallery.index import topk
@@ -127,7 +127,7 @@ def test_auto_falls_back_to_torch_when_the_export_fails(setup: dict[str, Path], 
     assert isinstance(embedder, TorchEmbedder)
     with Gallery.open(setup["gallery"]) as g:
         assert g.backend == "torch" and g.identify(str(setup["dir"] / "1.png"))[0].identity == "id1"
-    with pytest.raises(Exception):
+    with pytest.raises(TwinshotError, match="ONNX export of the model failed .RuntimeError: exporter exploded"):
         load_embedder(setup["model"], inference="onnx")
 
 

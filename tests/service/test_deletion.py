@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,11 @@ FORGET = "person-to-forget-7f3a"
 
 
 def file_bytes(gallery: Path) -> bytes:
-    """The gallery file and its write-ahead log, as they are on disk now."""
-    return b"".join(p.read_bytes() for p in (gallery, Path(f"{gallery}-wal")) if p.exists())
+    """The gallery file and its write-ahead log, as they are on disk now. Read by another
+    process (``cat``): opening and closing a live database file in the server's own process
+    would drop the server's SQLite locks (POSIX; issue 11)."""
+    paths = [str(p) for p in (gallery, Path(f"{gallery}-wal")) if p.exists()]
+    return subprocess.run(["cat", *paths], capture_output=True, check=True).stdout
 
 
 def stored_vector(gallery: Path, identity: str) -> bytes:

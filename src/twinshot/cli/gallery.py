@@ -25,10 +25,10 @@ _INFERENCE_HELP = "Embed with 'auto' (ONNX Runtime when installed, the model exp
 _INDEX_HELP = "Search with 'exact', 'hnsw' (faiss, approximate) or 'auto' (hnsw for very large galleries)."
 
 
-def _open(gallery: str, model: Optional[str], index: str = "auto", inference: str = "auto") -> Any:
-    from twinshot.gallery import Gallery
+def _open(gallery: str, model: Optional[str], index: str = "auto", inference: str = "auto", *, readonly: bool = False) -> Any:
+    from twinshot.gallery import Actor, Gallery
 
-    return Gallery.open(gallery, model, index=index, inference=inference)
+    return Gallery.open(gallery, model, index=index, inference=inference, readonly=readonly, actor=Actor("cli"))
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -75,14 +75,9 @@ def enroll(
 
     One transaction. An identity already enrolled is refused unless --replace or --add.
     """
-    from twinshot.errors import DataError
+    from twinshot.gallery.names import parse_metadata
 
-    meta = None
-    if metadata is not None:
-        try:
-            meta = json.loads(metadata)
-        except ValueError as exc:
-            raise DataError(f"--metadata is not valid JSON ({exc})") from None
+    meta = parse_metadata(metadata, what="--metadata") if metadata is not None else None
     with _open(gallery, model, inference=inference) as g:
         result = g.enroll(identity, images, meta, replace=replace, add=add)
     if as_json:
@@ -154,7 +149,7 @@ def identify(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per query."),
 ) -> None:
     """Who is in each image? The best identity above the threshold, or unknown."""
-    with _open(gallery, model, index, inference) as g:
+    with _open(gallery, model, index, inference, readonly=True) as g:
         results = g.identify(images, k=k, threshold=threshold, rule=rule)
     if as_json:
         _emit_json([{"image": img, **r.to_dict()} for img, r in zip(images, results)])
@@ -177,7 +172,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """The K enrolled images most like each query (image retrieval)."""
-    with _open(gallery, model, index, inference) as g:
+    with _open(gallery, model, index, inference, readonly=True) as g:
         result = g.search(images, k=k)
     queries = [{"image": img, "neighbours": [n.to_dict() for n in result.neighbours(i)]} for i, img in enumerate(images)]
     if as_json:
@@ -196,9 +191,9 @@ def remove(
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Remove IDENTITY and its references (one transaction)."""
-    from twinshot.gallery import remove_identity
+    from twinshot.gallery import Actor, remove_identity
 
-    n = remove_identity(gallery, identity)
+    n = remove_identity(gallery, identity, actor=Actor("cli"))
     if as_json:
         _emit_json({"gallery": gallery, "identity": identity, "removed": n})
     else:
@@ -224,6 +219,8 @@ def list_gallery(
     )
     for r in info["identities"]:
         meta = f" {json.dumps(r['metadata'])}" if r["metadata"] else ""
+        if r.get("metadata_error"):
+            meta = f" (metadata unreadable: {r['metadata_error']})"
         typer.echo(f"  {r['name']}: {r['references']} reference(s){meta}")
 
 
@@ -276,9 +273,10 @@ def reembed(
 
     Needs a gallery created with --keep-images. The threshold and calibration are reset.
     """
+    from twinshot.gallery import Actor
     from twinshot.gallery import reembed as do_reembed
 
-    g, summary = do_reembed(gallery, model, inference=inference)
+    g, summary = do_reembed(gallery, model, inference=inference, actor=Actor("cli"))
     g.close()
     if as_json:
         _emit_json(summary)
@@ -300,3 +298,30 @@ def build_index(
         _emit_json({"gallery": gallery, **info})
     else:
         typer.echo(f"built {info['kind']} index over {info['rows']} references")
+
+
+@app.command("check")
+def check(
+    gallery: str = typer.Argument(..., help=_GALLERY),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Check GALLERY's integrity, read-only: SQLite's own check, the settings, every stored
+    vector, and that identities, embeddings and kept images agree. Exit status 1 when a
+    problem is found."""
+    from twinshot.gallery import check_gallery
+
+    report = check_gallery(gallery)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        typer.echo(
+            f"{gallery}: {state}; {report.identities} identities, {report.embeddings} embeddings, "
+            f"{report.images} kept images, {report.audit_records} audit records"
+        )
+        for line in report.problems:
+            typer.echo(f"  problem: {line}")
+        for line in report.warnings:
+            typer.echo(f"  warning: {line}")
+    if not report.ok:
+        raise typer.Exit(1)

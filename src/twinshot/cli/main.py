@@ -53,6 +53,10 @@ def cli(args: list[str] | None = None) -> int:
     except TwinshotError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
+    except OSError as exc:  # the environment refused: permissions, a full disk, /proc...
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        return 2
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130

@@ -34,6 +34,7 @@ def serve(
     torch_threads: int = typer.Option(max(1, (os.cpu_count() or 2) // 2), "--torch-threads", help="torch's threads for inference (default: half the CPUs)."),
     inference: str = typer.Option("auto", "--inference", help="Embed with 'torch', 'onnx' (ONNX Runtime) or 'auto' (ONNX Runtime when installed)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level: critical, error, warning, info, debug."),
+    read_only: bool = typer.Option(False, "--read-only", help="Serve the gallery read-only: enroll and delete answer 503."),
 ) -> None:
     """Serve GALLERY over HTTP: the JSON API (/v1/...), the door page (/door) and the
     admin page (/admin), with API keys, request limits and an audit log."""
@@ -47,12 +48,13 @@ def serve(
     config = ServiceConfig(
         gallery=gallery,
         model=model,
-        limits=Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels, max_images=max_images),
+        limits=Limits(max_body_bytes=Limits.body_bytes(max_body_mb), max_pixels=max_pixels, max_images=max_images),
         audit_log=audit_log,
         decode_workers=workers,
         max_batch=max_batch,
         torch_threads=torch_threads,
         inference=inference,
+        readonly=read_only,
     )
     app = create_app(config, ring)
     sock = bind(host, port)
@@ -61,6 +63,8 @@ def serve(
 
     def ready() -> None:
         typer.echo(f"twinshot: serving {gallery} at {url}  (door page {url}/door, admin page {url}/admin, API docs {url}/docs)", err=True)
+        if app.state.engine.read_only_reason is not None:
+            typer.echo(f"twinshot: {gallery} is read-only here ({app.state.engine.read_only_reason}): enroll and delete will answer 503", err=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo("twinshot: plain HTTP on a non-loopback address: put a TLS-terminating proxy in front", err=True)
         typer.echo(f"listening on {url}")

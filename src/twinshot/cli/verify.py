@@ -29,7 +29,7 @@ def verify(
     from twinshot.gallery import Gallery, verify_images
 
     if gallery is not None:
-        with Gallery.open(gallery, model, inference=inference) as g:
+        with Gallery.open(gallery, model, inference=inference, readonly=True) as g:
             result = verify_images(
                 g.embedder, image1, image2,
                 threshold=g.threshold if threshold is None else threshold, calibration=g.calibration,

@@ -32,6 +32,18 @@ def read_pairs_csv(path: str | os.PathLike) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such pairs file")
+    try:
+        pairs = _read_pairs(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text CSV file (byte {exc.start} is not UTF-8)") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    if not pairs:
+        raise DataError(f"{path}: no pairs in the file")
+    return pairs
+
+
+def _read_pairs(path: Path) -> list[Pair]:
     base = path.parent
     pairs: list[Pair] = []
     with path.open(newline="", encoding="utf-8-sig") as f:
@@ -53,6 +65,4 @@ def read_pairs_csv(path: str | os.PathLike) -> list[Pair]:
                 raise DataError(f"{path}, line {line}: empty path1 or path2")
             p1, p2 = Path(row["path1"]), Path(row["path2"])
             pairs.append(Pair(p1 if p1.is_absolute() else base / p1, p2 if p2.is_absolute() else base / p2, same))
-    if not pairs:
-        raise DataError(f"{path}: no pairs in the file")
     return pairs

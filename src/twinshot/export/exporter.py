@@ -55,6 +55,8 @@ ModelRef = Union[SiameseNetwork, str, os.PathLike]
 DEFAULT_TOLERANCE = 1e-4
 #: Default ONNX opset (supported by ONNX Runtime >= 1.14).
 DEFAULT_OPSET = 18
+#: Lowest ONNX opset accepted (older ones lack operators every encoder uses).
+MIN_OPSET = 9
 #: ONNX exporters: ``"auto"`` tries ``"dynamo"`` then ``"legacy"``.
 ONNX_EXPORTERS = ("auto", "dynamo", "legacy")
 INPUT_NAME = "images"
@@ -225,6 +227,28 @@ def _export_onnx(encoder: torch.nn.Module, example: torch.Tensor, tmp: Path, *, 
     raise TwinshotError(f"ONNX export failed: {'; '.join(errors)}")
 
 
+def written_opset(path: Path) -> int | None:
+    """The default-domain opset an ONNX file actually declares (None if it declares none)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def check_opset(opset: object) -> int:
+    """``opset`` if it is a whole number between :data:`MIN_OPSET` and the newest opset the
+    installed ``onnx`` knows; ConfigError otherwise."""
+    try:
+        import onnx
+
+        newest = int(onnx.defs.onnx_opset_version())
+    except ImportError:
+        newest = DEFAULT_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ConfigError(f"ONNX opset must be a whole number from {MIN_OPSET} to {newest}, got {opset!r}")
+    return opset
+
+
 def _export_torchscript(encoder: torch.nn.Module, example: torch.Tensor, tmp: Path) -> str:
     with _quiet(), torch.no_grad():
         try:
@@ -370,6 +394,8 @@ def export_model(
         raise ConfigError(f"unknown export format {fmt!r}; valid: {', '.join(EXPORT_FORMATS)}")
     if exporter not in ONNX_EXPORTERS:
         raise ConfigError(f"unknown ONNX exporter {exporter!r}; valid: {', '.join(ONNX_EXPORTERS)}")
+    if fmt == "onnx":
+        opset = check_opset(opset)
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise ConfigError(f"tolerance must be a finite number >= 0, got {tolerance}")
     sizes = sorted({int(b) for b in batch_sizes})
@@ -391,12 +417,21 @@ def export_model(
         expected = {b: encoder(x).float().numpy() for b, x in samples.items()}
     example = sample_inputs(net, 2 if dynamic_batch else 1, seed + 1000)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_beside(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path_beside(out)
+    except OSError as exc:
+        raise TwinshotError(f"{out}: cannot write there ({exc.strerror or exc})") from None
     side_tmp: Path | None = None
     try:
         if fmt == "onnx":
             used = _export_onnx(encoder, example, tmp, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
+            actual = written_opset(tmp)
+            if actual != opset:  # the sidecar must say what the file holds
+                raise ConfigError(
+                    f"the ONNX exporter ({used}) wrote opset {actual}, not the requested {opset}; export with "
+                    f"--opset {actual} (or another exporter); nothing was written"
+                )
         else:
             used = _export_torchscript(encoder, example, tmp)
         diffs: dict[int, float] = {}

@@ -209,6 +209,8 @@ def decode(sources: Sequence[Any], model: Any) -> np.ndarray:
     p = model.preprocessing
     out = np.empty((len(sources), p.channels, p.size[0], p.size[1]), np.uint8)
     for i, src in enumerate(sources):
+        if isinstance(src, (str, os.PathLike)) and os.path.isdir(src):
+            raise DataError(f"{src}: is a folder, not an image file")
         try:
             out[i] = decode_image_array(_to_numpy(src) if _is_tensor(src) else src, p, name=describe_source(src))
         except DataError as exc:

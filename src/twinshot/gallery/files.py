@@ -13,7 +13,10 @@ import numpy as np
 from twinshot.errors import TwinshotError
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration
 from twinshot.gallery.embedding import TorchEmbedder, as_embedder, embed_sources
+from twinshot.gallery.audit import Actor, AuditEntry
+from twinshot.gallery.names import lookup_name
 from twinshot.gallery.store import GalleryStore, StoredRows
+from twinshot.gallery.validate import read_settings
 
 #: A model: a ``SiameseNetwork``, an :class:`Embedder` (e.g. ``OnnxEmbedder``), a ``.onnx``
 #: file, a shipped model's name, or a checkpoint / training run directory.
@@ -63,6 +66,7 @@ def reembed_store(
     *,
     batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
     meta = store.meta()
     if meta.get("keep_images") != "1":
@@ -91,6 +95,7 @@ def reembed_store(
             "calibration": json.dumps(Calibration().to_dict()),
             "calibration_report": "",
         },
+        audit=AuditEntry("reembed", [], {"model": ref, "embeddings": int(n)}, actor or Actor()),
     )
     return {"gallery": str(store.path), "embeddings": int(n), "model": ref, "dim": int(model.embedding_dim), "calibration": "reset"}
 
@@ -102,6 +107,7 @@ def reembed(
     index: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     inference: str = "auto",
+    actor: Actor | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Migrate the gallery file at ``path`` to ``model`` (its old model is not needed) and
     return it opened with the new model, plus a summary. See :meth:`Gallery.reembed`."""
@@ -110,19 +116,22 @@ def reembed(
     store = GalleryStore.open(path)
     try:
         new_model, ref = resolve_model(model, inference=inference)
-        summary = reembed_store(store, new_model, ref, progress=progress)
-        return Gallery(store, new_model, index=index), summary
+        summary = reembed_store(store, new_model, ref, progress=progress, actor=actor)
+        return Gallery(store, new_model, index=index, actor=actor), summary
     except BaseException:
         store.close()
         raise
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
-    """A gallery's settings and identities, read from the file alone (no model needed)."""
-    store = GalleryStore.open(path)
+    """A gallery's settings and identities, read from the file alone (no model needed),
+    read-only (the file is never written). An identity whose stored metadata cannot be read
+    is listed with ``metadata: {}`` and a ``metadata_error``."""
+    store = GalleryStore.open(path, readonly=True)
     try:
+        store.conn.execute("BEGIN")  # settings and identities from one snapshot
         meta = store.meta()
-        report = meta.get("calibration_report", "")
+        settings = read_settings(meta, store.path)
         records = store.list_identities()
         return {
             "gallery": str(store.path),
@@ -130,25 +139,30 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "fingerprint": meta.get("fingerprint", ""),
             "dim": store.dim,
             "keep_images": meta.get("keep_images") == "1",
-            "rule": meta.get("rule", "max"),
-            "threshold": float(meta.get("threshold", DEFAULT_THRESHOLD)),
-            "calibration": json.loads(meta.get("calibration") or "{}"),
-            "calibration_report": json.loads(report) if report else None,
+            "rule": settings.rule,
+            "threshold": settings.threshold,
+            "calibration": settings.calibration.to_dict(),
+            "calibration_report": settings.report.to_dict() if settings.report else None,
             "n_identities": len(records),
             "n_embeddings": sum(r.references for r in records),
             "identities": [
-                {"name": r.name, "references": r.references, "metadata": r.metadata, "created": r.created} for r in records
+                {
+                    "name": r.name, "references": r.references, "metadata": r.metadata, "created": r.created,
+                    **({"metadata_error": r.metadata_error} if r.metadata_error else {}),
+                }
+                for r in records
             ],
         }
     finally:
         store.close()
 
 
-def remove_identity(path: str | os.PathLike, identity: str) -> int:
+def remove_identity(path: str | os.PathLike, identity: str, *, actor: Actor | None = None) -> int:
     """Remove ``identity`` from the gallery file at ``path`` (no model needed), in one
-    transaction; returns how many references were removed."""
+    transaction with its audit record; returns how many references were removed."""
     store = GalleryStore.open(path)
     try:
-        return int(store.remove_identity(identity).size)
+        name = lookup_name(identity)
+        return int(store.remove_identity(name, audit=AuditEntry("remove", [name], {}, actor or Actor())).size)
     finally:
         store.close()

@@ -14,8 +14,9 @@ Search contract (in the style of faiss's ``Index.search``)
 * :meth:`Gallery.search` on ``Q`` queries with ``k`` returns a :class:`SearchResult` with
   ``scores`` float32 ``(Q, k)``, ``image_ids`` int64 ``(Q, k)`` and ``identities``
   (``Q`` lists of ``k``), each row sorted by decreasing score. When fewer than ``k`` images
-  are enrolled, the missing columns hold score ``-inf``, image id ``-1`` and identity
-  ``None``. Ties are returned in an unspecified order.
+  are enrolled, ``k`` is clamped to the number enrolled; columns an approximate index
+  could not fill hold score ``-inf``, image id ``-1`` and identity ``None``. Ties are
+  returned in an unspecified order. ``k`` must be a positive integer.
 * :meth:`Gallery.identify` returns, for each query, up to ``k`` candidate identities
   (fewer only when fewer are enrolled), best first, each scored by the **combination rule**
   over that identity's references: ``"max"`` (default: the best reference's score) or
@@ -40,7 +41,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from twinshot.errors import ConfigError, DataError, TwinshotError
+from twinshot.errors import ConfigError, DamagedError, DataError, TwinshotError
+from twinshot.gallery.audit import Actor, AuditEntry
+from twinshot.gallery.names import check_metadata, lookup_name, normalize_identity
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration, CalibrationReport, calibrate_scores
 from twinshot.gallery.embedding import (
     Embedder,
@@ -57,6 +60,7 @@ from twinshot.gallery.files import ModelRef, model_meta, reembed_store, resolve_
 from twinshot.gallery.results import Candidate, EnrollResult, Identification, SearchResult, Verification
 from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss, topk
 from twinshot.gallery.store import GalleryStore, IdentityRecord, NewIdentity, StoredRows, WriteResult
+from twinshot.gallery.validate import check_k, check_positive, check_threshold, read_settings
 
 #: Combination rules for several references of one identity.
 RULES = ("max", "mean")
@@ -149,10 +153,13 @@ class Gallery:
         hnsw: HNSWConfig | None = None,
         batch_size: int = 256,
         inference: str = "auto",
+        actor: Actor | None = None,
     ) -> None:
         if index not in INDEX_KINDS:
             raise ConfigError(f"unknown index {index!r}; valid: {', '.join(INDEX_KINDS)}")
         self._store = store
+        #: who the audit trail names for this object's changes (a call may name another)
+        self.actor = actor or Actor()
         self._set_model(model)
         self.inference = inference
         self.index_kind = index
@@ -193,6 +200,7 @@ class Gallery:
         """
         if rule not in RULES:
             raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+        threshold = check_threshold(threshold)
         model, ref = resolve_model(model, inference=inference)
         embedder = as_embedder(model)
         meta = {
@@ -215,6 +223,8 @@ class Gallery:
         index: str = "auto",
         hnsw: HNSWConfig | None = None,
         inference: str = "auto",
+        readonly: bool = False,
+        actor: Actor | None = None,
     ) -> "Gallery":
         """Open a gallery file and load every embedding into memory.
 
@@ -225,12 +235,16 @@ class Gallery:
                 enrolled with the torch model opens unchanged with the ONNX file.
             index: ``"exact"``, ``"hnsw"`` or ``"auto"``.
             inference: ``"auto"``, ``"torch"`` or ``"onnx"`` (see :mod:`twinshot.gallery.inference`).
+            readonly: open the file read-only (never written; changes raise
+                :class:`~twinshot.errors.ReadOnlyError`). A gallery this process cannot
+                write is opened read-only anyway: see :attr:`read_only`.
+            actor: who the audit trail names for changes made through this object.
 
         Raises:
             TwinshotError: no such file, not a gallery, the model cannot be found, or the
                 model's fingerprint differs from the gallery's.
         """
-        store = GalleryStore.open(path)
+        store = GalleryStore.open(path, readonly=readonly)
         try:
             meta = store.meta()
             if model is None:
@@ -251,7 +265,7 @@ class Gallery:
                     f"(fingerprint {expected[:12]}), the model given has fingerprint {actual[:12]}; open it "
                     f"with the original model, or migrate it with `twinshot gallery reembed` (needs kept images)"
                 )
-            return cls(store, embedder, index=index, hnsw=hnsw, inference=inference)
+            return cls(store, embedder, index=index, hnsw=hnsw, inference=inference, actor=actor)
         except BaseException:
             store.close()
             raise
@@ -289,22 +303,27 @@ class Gallery:
         return self._store.path
 
     @property
+    def read_only(self) -> str | None:
+        """Why this gallery cannot be changed here (a read-only file or folder, or opened
+        ``readonly``), or None when it can."""
+        return self._store.read_only
+
+    @property
     def rule(self) -> str:
-        return self._meta["rule"]
+        return self._settings.rule
 
     @property
     def threshold(self) -> float:
         """The acceptance threshold: a logit; accept when ``score >= threshold``."""
-        return float(self._meta["threshold"])
+        return self._settings.threshold
 
     @property
     def calibration(self) -> Calibration:
-        return Calibration.from_dict(json.loads(self._meta["calibration"]))
+        return self._settings.calibration
 
     @property
     def calibration_report(self) -> CalibrationReport | None:
-        text = self._meta.get("calibration_report", "")
-        return CalibrationReport.from_dict(json.loads(text)) if text else None
+        return self._settings.report
 
     @property
     def keep_images(self) -> bool:
@@ -330,23 +349,39 @@ class Gallery:
         """The number of enrolled identities."""
         return int(self._grouping().ident_ids.size)
 
-    def set_threshold(self, threshold: float) -> None:
+    def set_threshold(self, threshold: float, *, actor: Actor | None = None) -> None:
         """Set the acceptance threshold (a logit) by hand."""
-        if not np.isfinite(threshold):
-            raise ConfigError(f"threshold must be a finite number, got {threshold}")
+        threshold = check_threshold(threshold)
         with self._lock:
-            self._write_meta({"threshold": repr(float(threshold))})
+            self._write_meta({"threshold": repr(threshold)}, self._audit("set", details={"threshold": threshold}, actor=actor))
 
-    def set_rule(self, rule: str) -> None:
+    def set_rule(self, rule: str, *, actor: Actor | None = None) -> None:
         """Set the combination rule (``"max"`` or ``"mean"``) stored with the gallery."""
         if rule not in RULES:
             raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
         with self._lock:
-            self._write_meta({"rule": rule})
+            self._write_meta({"rule": rule}, self._audit("set", details={"rule": rule}, actor=actor))
 
-    def _write_meta(self, updates: dict[str, str]) -> None:
+    def _audit(self, action: str, identities: Sequence[str] = (), details: dict[str, Any] | None = None, actor: Actor | None = None) -> AuditEntry:
+        return AuditEntry(action, list(identities), details or {}, actor or self.actor)
+
+    def audit(self, after: int = 0) -> list[dict[str, Any]]:
+        """The gallery's audit records with ids above ``after``, oldest first (see
+        :mod:`twinshot.gallery.audit`)."""
+        from twinshot.gallery.audit import read_audit
+
+        with self._lock:
+            return read_audit(self._store.conn, after=after)
+
+    @property
+    def last_change_id(self) -> int | None:
+        """The audit row id of the last change made through this object (see
+        :mod:`twinshot.gallery.audit`)."""
+        return self._store.last_audit_id
+
+    def _write_meta(self, updates: dict[str, str], audit: AuditEntry | None = None) -> None:
         self._refresh()
-        self._store.set_meta(updates)
+        self._store.set_meta(updates, audit=audit)
         self._after_write()
 
     def info(self) -> dict[str, Any]:
@@ -393,7 +428,8 @@ class Gallery:
     def _load(self) -> None:
         """(Re)build the in-memory state from the file."""
         self._meta = self._store.meta()
-        self._generation = int(self._meta.get("generation", 0))
+        self._settings = read_settings(self._meta, self.path)
+        self._generation = self._settings.generation
         self._scorer = Scorer(self.embedder.head)
         rows = self._store.load_rows()
         self._ids = rows.ids
@@ -407,7 +443,11 @@ class Gallery:
         self._hnsw_version = -1
 
     def _refresh(self) -> None:
-        if self._store.generation() != self._generation:
+        try:
+            generation = self._store.generation()
+        except ValueError:
+            raise DamagedError(f"{self.path}: the gallery is damaged (its generation counter); run `twinshot gallery check`") from None
+        if generation != self._generation:
             self._load()
 
     def _after_write(self, result: WriteResult | None = None, removed: np.ndarray | None = None, added: StoredRows | None = None) -> None:
@@ -418,6 +458,7 @@ class Gallery:
             return
         self._generation = generation
         self._meta = self._store.meta()
+        self._settings = read_settings(self._meta, self.path)
         if removed is not None and removed.size:
             keep = ~np.isin(self._ids, removed)
             self._ids, self._identity_ids = self._ids[keep], self._identity_ids[keep]
@@ -441,6 +482,11 @@ class Gallery:
         missing = wanted - self._names.keys()
         if missing:
             self._names.update(self._store.identity_names(sorted(missing)))
+            if missing - self._names.keys():
+                raise DamagedError(
+                    f"{self.path}: the gallery is damaged (embeddings of identities that do not exist); "
+                    f"run `twinshot gallery check {self.path}`"
+                )
         return {i: self._names[i] for i in wanted}
 
     # -- embedding -----------------------------------------------------------------------
@@ -456,13 +502,16 @@ class Gallery:
             raise ConfigError("choose one of replace (--replace) and add (--add)")
         return "replace" if replace else "add" if add else "error"
 
-    def _write(self, items: Sequence[NewIdentity], on_exists: str, progress: Progress | None) -> list[EnrollResult]:
+    def _write(self, items: Sequence[NewIdentity], on_exists: str, progress: Progress | None, actor: Actor | None = None) -> list[EnrollResult]:
         vectors = np.concatenate([it.vectors for it in items])
         if not np.all(np.isfinite(vectors)):
             bad = next(it.name for it in items if not np.all(np.isfinite(it.vectors)))
             raise DataError(f"identity {bad!r}: embeddings contain NaN or infinite values")
         self._refresh()
-        result = self._store.write_identities(items, on_exists=on_exists, progress=progress)
+        audit = self._audit(
+            "enroll", [it.name for it in items], {"references": int(vectors.shape[0]), "mode": on_exists}, actor
+        )
+        result = self._store.write_identities(items, on_exists=on_exists, progress=progress, audit=audit)
         counts = [it.vectors.shape[0] for it in items]
         added = StoredRows(
             ids=np.concatenate(result.image_ids),
@@ -486,26 +535,31 @@ class Gallery:
         replace: bool = False,
         add: bool = False,
         progress: Progress | None = None,
+        actor: Actor | None = None,
     ) -> EnrollResult:
         """Enroll ``identity`` with one or more reference images, in one transaction.
 
         Args:
-            identity: the name (non-empty).
+            identity: the name (see :mod:`twinshot.gallery.names`: NFC-normalised, no
+                control characters, at most 128 characters).
             images: one image or several: paths, encoded bytes, arrays or tensors
                 (``(H, W)``, ``(H, W, C)``, ``(C, H, W)``, or a ``(N, C, H, W)`` batch), PIL
                 images. They are converted to the model's channels and size.
             metadata: a JSON-serialisable dict stored with the identity.
             replace: if ``identity`` is enrolled, replace its references (and metadata).
             add: if ``identity`` is enrolled, add these references to its own.
+            actor: who the audit trail names (default: :attr:`actor`).
 
         Without ``replace`` or ``add``, enrolling a name that is already enrolled is refused.
         Every image is decoded and embedded before anything is written; an unreadable image
         raises :class:`DataError` naming it and leaves the gallery unchanged.
         """
+        identity = normalize_identity(identity)
+        check_metadata(metadata, name=identity)
         sources = as_sequence(images)
         vectors = embed_sources(self.embedder, sources, batch_size=self.batch_size, progress=_stage(progress, "embed"))
         kept = [encode_original(s) for s in sources] if self.keep_images else None
-        return self.enroll_embeddings(identity, vectors, metadata, replace=replace, add=add, images=kept, progress=progress)
+        return self.enroll_embeddings(identity, vectors, metadata, replace=replace, add=add, images=kept, progress=progress, actor=actor)
 
     def enroll_embeddings(
         self,
@@ -517,10 +571,11 @@ class Gallery:
         add: bool = False,
         images: Sequence[bytes] | None = None,
         progress: Progress | None = None,
+        actor: Actor | None = None,
     ) -> EnrollResult:
         """Enroll precomputed embeddings ``(n, D)`` of the gallery's model (see :meth:`enroll`).
         ``images`` (encoded bytes, one per row) are kept when the gallery keeps images."""
-        return self.enroll_many([(identity, embeddings, metadata, images)], replace=replace, add=add, progress=progress)[0]
+        return self.enroll_many([(identity, embeddings, metadata, images)], replace=replace, add=add, progress=progress, actor=actor)[0]
 
     def enroll_many(
         self,
@@ -529,6 +584,7 @@ class Gallery:
         replace: bool = False,
         add: bool = False,
         progress: Progress | None = None,
+        actor: Actor | None = None,
     ) -> list[EnrollResult]:
         """Enroll many identities from precomputed embeddings in **one** transaction:
         ``entries`` of ``(identity, embeddings (n, D), metadata or None, images or None)``.
@@ -539,18 +595,11 @@ class Gallery:
         if not items:
             raise DataError("nothing to enroll")
         with self._lock:
-            return self._write(items, self._on_exists(replace, add), progress)
+            return self._write(items, self._on_exists(replace, add), progress, actor)
 
     def _item(self, name: str, vectors: Any, metadata: dict[str, Any] | None, images: Sequence[bytes] | None) -> NewIdentity:
-        if not isinstance(name, str) or not name.strip():
-            raise DataError(f"identity must be a non-empty name, got {name!r}")
-        if metadata is not None:
-            if not isinstance(metadata, dict):
-                raise DataError(f"identity {name!r}: metadata must be a JSON object (a dict)")
-            try:
-                json.dumps(metadata)
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"identity {name!r}: metadata is not JSON-serialisable ({exc})") from None
+        name = normalize_identity(name)
+        metadata = check_metadata(metadata, name=name)
         vectors = np.asarray(_to_numpy(vectors), dtype=np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None]
@@ -570,6 +619,7 @@ class Gallery:
         add: bool = False,
         progress: Progress | None = None,
         workers: int | None = None,
+        actor: Actor | None = None,
     ) -> list[EnrollResult]:
         """Enroll every class folder of ``folder`` (or a .zip with that layout) as one
         identity named by its path (``"Latin/character01"``), with all its images as
@@ -599,14 +649,17 @@ class Gallery:
         for c, name in enumerate(listing.class_names):
             rows = np.nonzero(labels == c)[0]
             entries.append((name, vectors[rows], None, [kept[i] for i in rows] if kept is not None else None))
-        return self.enroll_many(entries, replace=replace, add=add, progress=progress)
+        return self.enroll_many(entries, replace=replace, add=add, progress=progress, actor=actor)
 
-    def remove(self, identity: str) -> int:
-        """Remove an identity and all its references, in one transaction; returns how many
-        references were removed. Raises TwinshotError if it is not enrolled."""
+    def remove(self, identity: str, *, actor: Actor | None = None) -> int:
+        """Remove an identity and all its references, in one transaction (with its audit
+        record); returns how many references were removed. Raises TwinshotError if it is
+        not enrolled."""
         with self._lock:
             self._refresh()
-            removed = self._store.remove_identity(identity)
+            name = lookup_name(identity)
+            audit = self._audit("remove", [name], {}, actor)
+            removed = self._store.remove_identity(name, audit=audit)
             self._after_write(removed=removed)
             return int(removed.size)
 
@@ -674,11 +727,11 @@ class Gallery:
 
     def search_embeddings(self, embeddings: Any, k: int = 10) -> SearchResult:
         """:meth:`search` for precomputed query embeddings ``(Q, D)``."""
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        k = check_k(k)
         with self._lock:
             self._refresh()
             self._require_entries()
+            k = min(k, self.n_embeddings)
             q = self._queries(embeddings)
             if self._index_in_use() == "hnsw":
                 rows = self._ann().candidates(q, max(k, HNSW_MIN_CANDIDATES), self._ids)
@@ -716,15 +769,14 @@ class Gallery:
         rule: str | None = None,
     ) -> list[Identification]:
         """:meth:`identify` for precomputed query embeddings ``(Q, D)``."""
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        k = check_k(k)
         with self._lock:
             self._refresh()
             rule = rule or self.rule
             if rule not in RULES:
                 raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
             self._require_entries()
-            threshold = self.threshold if threshold is None else float(threshold)
+            threshold = self.threshold if threshold is None else check_threshold(threshold, infinite=True)
             q = self._queries(embeddings)
             scores, ident_pos = self._top_identities(q, k, rule)
             g = self._grouping()
@@ -878,6 +930,7 @@ class Gallery:
         seed: int = 0,
         n_boot: int = 1000,
         progress: bool = False,
+        actor: Actor | None = None,
     ) -> CalibrationReport:
         """Fit the threshold (for a target false accept rate ``far``, or at the equal error
         rate with ``eer=True``) and the probability calibration on labelled data that is not
@@ -893,6 +946,11 @@ class Gallery:
 
         if (pairs is None) == (folder is None):
             raise ConfigError("give exactly one of a pairs CSV (--pairs) or a labelled folder (--folder)")
+        check_positive("n_pairs", n_pairs, minimum=2)
+        check_positive("n_boot", n_boot, minimum=1)
+        check_positive("seed", seed, minimum=0)
+        if seed >= 2**32:
+            raise ConfigError(f"seed must be below 2**32, got {seed}")
         if (far is None) == (not eer):
             raise ConfigError("give exactly one of a target false accept rate (--far RATE) or --eer")
         if pairs is not None:
@@ -901,7 +959,7 @@ class Gallery:
         else:
             scores, same = folder_pair_scores(self.embedder, folder, n_pairs=n_pairs, seed=seed, batch_size=self.batch_size, progress=progress)  # type: ignore[arg-type]
             source = f"folder:{folder} ({n_pairs} pairs, seed {seed})"
-        return self.calibrate_scores(scores, same, far=far, eer=eer, method=method, n_boot=n_boot, seed=seed, source=source)
+        return self.calibrate_scores(scores, same, far=far, eer=eer, method=method, n_boot=n_boot, seed=seed, source=source, actor=actor)
 
     def calibrate_scores(
         self,
@@ -914,6 +972,7 @@ class Gallery:
         n_boot: int = 1000,
         seed: int = 0,
         source: str = "",
+        actor: Actor | None = None,
     ) -> CalibrationReport:
         """:meth:`calibrate` from precomputed pair scores (logits of this gallery's model)."""
         report = calibrate_scores(scores, same, far=far, eer=eer, method=method, n_boot=n_boot, seed=seed, source=source)
@@ -923,7 +982,8 @@ class Gallery:
                     "threshold": repr(report.threshold),
                     "calibration": json.dumps(report.calibration.to_dict()),
                     "calibration_report": json.dumps(report.to_dict()),
-                }
+                },
+                self._audit("calibrate", details={"target": report.target, "threshold": report.threshold, "source": source}, actor=actor),
             )
         return report
 

@@ -139,7 +139,12 @@ def cached_onnx(model: Any, cache_dir: str | os.PathLike | None = None) -> Embed
     try:
         export_model(model, "onnx", path, exporter="legacy")
     except Exception:  # the legacy exporter is deprecated: any failure, try the dynamo one
-        export_model(model, "onnx", path, exporter="dynamo")
+        try:
+            export_model(model, "onnx", path, exporter="dynamo")
+        except TwinshotError:
+            raise
+        except Exception as exc:  # the exporters raise many types; the caller gets one
+            raise TwinshotError(f"the ONNX export of the model failed ({exc.__class__.__name__}: {exc})") from None
     found = _open_cached(path, fp)
     if found is None:
         raise TwinshotError(f"{path}: the cached ONNX export cannot be opened")

@@ -34,10 +34,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+from urllib.parse import quote
 
 import numpy as np
 
-from twinshot.errors import DataError, TwinshotError
+from twinshot.errors import DamagedError, DataError, ReadOnlyError, StorageError, TwinshotError
+from twinshot.gallery.audit import AUDIT_SCHEMA, AuditEntry, forget, write_audit
+from twinshot.gallery.names import load_stored_metadata
 
 #: Version of the table layout; a file with a newer version is refused.
 SCHEMA_VERSION = 1
@@ -87,7 +90,7 @@ CREATE TABLE ann_chunks (
     data BLOB NOT NULL,
     PRIMARY KEY (kind, seq)
 );
-"""
+""" + AUDIT_SCHEMA + ";\n"
 
 #: ``progress(stage, done, total)``: called as work advances (stage "store" here).
 Progress = Callable[[str, int, int], None]
@@ -122,6 +125,8 @@ class IdentityRecord:
     metadata: dict[str, Any]
     references: int
     created: str
+    #: why the stored metadata could not be read (then ``metadata`` is ``{}``), else None
+    metadata_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,12 +160,47 @@ class WriteResult:
     new_identity: list[bool]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
+def _uri(path: Path, mode: str, **extra: str) -> str:
+    query = "&".join([f"mode={mode}", *(f"{k}={v}" for k, v in extra.items())])
+    return f"file:{quote(str(path.absolute()))}?{query}"
+
+
+def _connect(path: Path, *, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
+    """A connection to an **existing** file, through SQLite only (``mode=rw`` never creates
+    the file; ``mode=ro`` never writes it). Nothing here opens the file with ``open()``: on
+    POSIX, closing any other descriptor of a live database drops this process's locks, and
+    another process may then delete the write-ahead log under it."""
+    extra = {"immutable": "1"} if immutable else {}
+    return sqlite3.connect(
+        _uri(path, "ro" if readonly else "rw", **extra), uri=True, isolation_level=None, timeout=30.0, check_same_thread=False
+    )
+
+
+def _writable(path: Path) -> str | None:
+    """Why this process cannot write the gallery at ``path`` (None: it can). SQLite needs
+    the file and its folder (for the ``-wal`` and ``-shm`` files)."""
+    if not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return "its folder is not writable"
+    return None
+
+
+def storage_error(path: Path | str, exc: BaseException, doing: str = "use") -> TwinshotError:
+    """A typed, one-line error for an SQLite or file-system failure on the gallery ``path``."""
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, TwinshotError):
+        return exc
+    if "readonly" in low or "read-only" in low or isinstance(exc, PermissionError):
+        return ReadOnlyError(f"{path}: cannot {doing} it: the gallery is read-only here ({text})")
+    if "locked" in low or "busy" in low:
+        return StorageError(f"{path}: cannot {doing} it: another process holds the gallery locked ({text}); try again")
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return DamagedError(f"{path}: the gallery file is damaged ({text}); run `twinshot gallery check {path}`")
+    if "full" in low:
+        return StorageError(f"{path}: cannot {doing} it: the disk is full ({text})")
+    return StorageError(f"{path}: cannot {doing} it ({text})")
 
 
 def _pack_ids(a: np.ndarray) -> bytes:
@@ -179,14 +219,20 @@ class GalleryStore:
         path: the file.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: str | None = None) -> None:
         self.conn = conn
         self.path = path
+        #: Why this store cannot be written (None: it can); writes raise ReadOnlyError.
+        self.read_only = read_only
+        #: The id of the last audit row this store wrote (see :mod:`twinshot.gallery.audit`).
+        self.last_audit_id: int | None = None
         meta = self.meta()
         try:
             self.dim = int(meta["dim"])
+            if not 1 <= self.dim <= 1 << 16:
+                raise ValueError(self.dim)
         except (KeyError, ValueError):
-            raise DataError(f"{path}: not a twinshot gallery (its settings are missing or damaged)") from None
+            raise DamagedError(f"{path}: not a usable twinshot gallery (its dimension setting is missing or damaged)") from None
         self.rows_per_block = max(1, BLOCK_BYTES // (4 * self.dim))
 
     # -- opening ----------------------------------------------------------------------
@@ -200,8 +246,11 @@ class GalleryStore:
             raise TwinshotError(f"{path}: already exists; choose another name or overwrite it (--force)")
         if path.is_dir():
             raise TwinshotError(f"{path}: is a folder, not a gallery file")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot create the gallery there ({exc.strerror or exc})") from None
         os.close(fd)
         try:
             conn = sqlite3.connect(tmp, isolation_level=None)
@@ -220,42 +269,87 @@ class GalleryStore:
             for suffix in ("-wal", "-shm"):
                 Path(path.as_posix() + suffix).unlink(missing_ok=True)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             for suffix in ("", "-wal", "-shm"):
                 Path(tmp + suffix).unlink(missing_ok=True)
+            if isinstance(exc, (OSError, sqlite3.DatabaseError)):
+                raise storage_error(path, exc, "create") from None
             raise
         for suffix in ("-wal", "-shm"):
             Path(tmp + suffix).unlink(missing_ok=True)
         return cls.open(path)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "GalleryStore":
-        """Open an existing gallery file; refuse anything that is not one."""
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "GalleryStore":
+        """Open an existing gallery file; refuse anything that is not one.
+
+        Everything goes through SQLite (see :func:`_connect`): the file is never created,
+        and with ``readonly`` never written. A gallery this process cannot write (a
+        read-only file or folder) is opened read-only; its writes raise
+        :class:`~twinshot.errors.ReadOnlyError` naming the reason.
+        """
         path = Path(path)
-        if not path.exists():
-            raise TwinshotError(f"{path}: no such gallery; create it with `twinshot gallery create`")
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise TwinshotError(f"{path}: no such gallery; create it with `twinshot gallery create`") from None
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        if path.is_dir():
+            raise TwinshotError(f"{path}: is a folder, not a gallery file")
         if not path.is_file():
             raise TwinshotError(f"{path}: not a gallery file")
-        with path.open("rb") as f:
-            header = f.read(16)
-        if header and header != b"SQLite format 3\x00":
-            raise TwinshotError(f"{path}: not a twinshot gallery (not an SQLite file)")
+        if st.st_size == 0:
+            raise TwinshotError(f"{path}: not a twinshot gallery (an empty file)")
+        if not os.access(path, os.R_OK):
+            raise StorageError(f"{path}: cannot read it (permission denied)")
+        reason = "opened read-only" if readonly else _writable(path)
+        conn = None
         try:
-            conn = _connect(path)
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            try:
+                conn = _connect(path, readonly=reason is not None)
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            except sqlite3.OperationalError as exc:
+                # a read-only WAL gallery in a folder we cannot write, with no -shm to share:
+                # nobody can be writing it, so read it as an immutable file
+                if conn is not None:
+                    conn.close()
+                if reason is None or Path(f"{path}-wal").exists() or "unable to open" not in str(exc):
+                    raise
+                conn = _connect(path, readonly=True, immutable=True)
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
-            raise TwinshotError(f"{path}: not a twinshot gallery ({exc})") from None
-        if not {"meta", "identities", "embeddings", "blocks"} <= tables:
+            if conn is not None:
+                conn.close()
+            if "not a database" in str(exc):
+                raise TwinshotError(f"{path}: not a twinshot gallery (not an SQLite file)") from None
+            raise storage_error(path, exc, "open") from None
+        try:
+            if not {"meta", "identities", "embeddings", "blocks"} <= tables:
+                raise TwinshotError(f"{path}: not a twinshot gallery (its tables are missing)")
+            version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            try:
+                newer = version is None or int(version[0]) > SCHEMA_VERSION
+            except ValueError:
+                newer = True
+            if newer:
+                raise TwinshotError(
+                    f"{path}: gallery schema version {version[0] if version else '?'} is newer than this "
+                    f"twinshot supports ({SCHEMA_VERSION}); upgrade twinshot"
+                )
+            if reason is None:  # only now that it is known to be a gallery
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            else:
+                conn.execute("PRAGMA query_only=ON")
+            return cls(conn, path, read_only=reason)
+        except sqlite3.DatabaseError as exc:
             conn.close()
-            raise TwinshotError(f"{path}: not a twinshot gallery (its tables are missing)")
-        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if version is None or int(version[0]) > SCHEMA_VERSION:
+            raise storage_error(path, exc, "open") from None
+        except BaseException:
             conn.close()
-            raise TwinshotError(
-                f"{path}: gallery schema version {version[0] if version else '?'} is newer than this "
-                f"twinshot supports ({SCHEMA_VERSION}); upgrade twinshot"
-            )
-        return cls(conn, path)
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -263,17 +357,38 @@ class GalleryStore:
     # -- transactions -----------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, audit: "AuditEntry | None" = None) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``): committed when the block ends,
-        rolled back on any exception. Increments the ``generation`` counter."""
+        rolled back on any exception. Increments the ``generation`` counter, and writes
+        ``audit`` (what changed, by whom) into the ``audit`` table **in the same
+        transaction**, so a change and its record are committed together or not at all.
+
+        Raises:
+            ReadOnlyError: the gallery cannot be written here.
+            StorageError: SQLite or the disk refused (locked, full, failing).
+        """
+        if self.read_only is not None:
+            what = f"{audit.action} " if audit is not None else ""
+            raise ReadOnlyError(f"{self.path}: cannot {what or 'change '}the gallery: it is read-only here ({self.read_only})")
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise storage_error(self.path, exc, "write") from None
         try:
             yield conn
             conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+            if audit is not None:
+                self.last_audit_id = write_audit(conn, audit)
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise storage_error(self.path, exc, "write") from None
             raise
 
     # -- settings ---------------------------------------------------------------------
@@ -285,10 +400,11 @@ class GalleryStore:
         row = self.conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
 
-    def set_meta(self, updates: dict[str, str], *, conn: sqlite3.Connection | None = None) -> None:
-        """Write settings; in their own transaction unless ``conn`` (an open one) is given."""
+    def set_meta(self, updates: dict[str, str], *, conn: sqlite3.Connection | None = None, audit: AuditEntry | None = None) -> None:
+        """Write settings; in their own transaction (recording ``audit``) unless ``conn``
+        (an open one) is given."""
         if conn is None:
-            with self.transaction() as c:
+            with self.transaction(audit) as c:
                 self.set_meta(updates, conn=c)
             return
         conn.executemany(
@@ -302,12 +418,15 @@ class GalleryStore:
         """Every embedding, in image-id order: one ``SELECT`` of the blocks, copied into
         one contiguous float32 ``(N, D)`` array."""
         blocks = self.conn.execute("SELECT n, ids, identity_ids, vectors FROM blocks").fetchall()
+        if any(not isinstance(b[0], int) or b[0] < 0 for b in blocks):
+            raise self.damaged("an embedding block has a negative or non-numeric size")
         total = sum(b[0] for b in blocks)
         ids = np.empty(total, dtype=np.int64)
         identity_ids = np.empty(total, dtype=np.int64)
         vectors = np.empty((total, self.dim), dtype=np.float32)
         at = 0
         for n, bids, bident, bvec in blocks:
+            self._check_block(n, bids, bident, bvec)
             ids[at : at + n] = np.frombuffer(bids, dtype="<i8")
             identity_ids[at : at + n] = np.frombuffer(bident, dtype="<i8")
             vectors[at : at + n] = np.frombuffer(bvec, dtype="<f4").reshape(n, self.dim)
@@ -316,6 +435,22 @@ class GalleryStore:
             order = np.argsort(ids, kind="stable")
             ids, identity_ids, vectors = ids[order], identity_ids[order], vectors[order]
         return StoredRows(ids=ids, identity_ids=identity_ids, vectors=vectors)
+
+    def damaged(self, what: str) -> DamagedError:
+        return DamagedError(f"{self.path}: the gallery is damaged ({what}); run `twinshot gallery check {self.path}`")
+
+    def _check_block(self, n: int, bids: Any, bident: Any, bvec: Any) -> None:
+        """Refuse a block whose blobs do not hold ``n`` ids, identities and vectors."""
+        blobs = (bids, bident, bvec)
+        if not isinstance(n, int) or n < 0:
+            raise self.damaged(f"an embedding block has the size {n!r}")
+        if not all(isinstance(b, bytes) for b in blobs):
+            raise self.damaged("an embedding block holds a value that is not a blob")
+        if len(bids) != 8 * n or len(bident) != 8 * n or len(bvec) != 4 * n * self.dim:
+            raise self.damaged(
+                f"an embedding block of {n} rows holds {len(bids)} id bytes and {len(bvec)} vector bytes "
+                f"(expected {8 * n} and {4 * n * self.dim})"
+            )
 
     def identity_id(self, name: str) -> int | None:
         row = self.conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
@@ -339,7 +474,11 @@ class GalleryStore:
             "SELECT i.id, i.name, i.metadata, i.created, COUNT(e.id) FROM identities i "
             "LEFT JOIN embeddings e ON e.identity_id = i.id GROUP BY i.id ORDER BY i.name"
         ).fetchall()
-        return [IdentityRecord(int(r[0]), r[1], json.loads(r[2]), int(r[4]), r[3]) for r in rows]
+        out = []
+        for r in rows:
+            metadata, problem = load_stored_metadata(r[2])
+            out.append(IdentityRecord(int(r[0]), str(r[1]), metadata, int(r[4]), str(r[3]), problem))
+        return out
 
     def image_ids_of(self, identity_id: int) -> np.ndarray:
         rows = self.conn.execute("SELECT id FROM embeddings WHERE identity_id = ? ORDER BY id", (identity_id,))
@@ -382,6 +521,7 @@ class GalleryStore:
             n, bids, bident, bvec = conn.execute(
                 "SELECT n, ids, identity_ids, vectors FROM blocks WHERE id = ?", (block_id,)
             ).fetchone()
+            self._check_block(n, bids, bident, bvec)
             a_ids = np.frombuffer(bids, dtype="<i8")
             keep = ~np.isin(a_ids, kill_arr)
             if not keep.any():
@@ -408,6 +548,8 @@ class GalleryStore:
         block_of = np.empty(total, dtype=np.int64)
         at = 0
         last = conn.execute("SELECT id, n, ids, identity_ids, vectors FROM blocks ORDER BY id DESC LIMIT 1").fetchone()
+        if last is not None:
+            self._check_block(*last[1:])
         if last is not None and last[1] < self.rows_per_block:
             block_id, n = int(last[0]), int(last[1])
             take = min(total, self.rows_per_block - n)
@@ -448,6 +590,7 @@ class GalleryStore:
         *,
         on_exists: str = "error",
         progress: Progress | None = None,
+        audit: AuditEntry | None = None,
     ) -> WriteResult:
         """Enroll ``items`` in **one** transaction.
 
@@ -457,6 +600,7 @@ class GalleryStore:
                 whole write), ``"replace"`` (delete its references first) or ``"add"``
                 (keep its references and add these).
             progress: called with ``("store", rows written, total rows)``.
+            audit: the record of this change, written in its transaction.
 
         Raises:
             TwinshotError: a name already enrolled with ``on_exists="error"``, a name given
@@ -479,7 +623,7 @@ class GalleryStore:
             if it.images is not None and len(it.images) != it.vectors.shape[0]:
                 raise ValueError("one image per embedding is needed")
         created = now()
-        with self.transaction() as conn:
+        with self.transaction(audit) as conn:
             existing: dict[str, int] = {}
             for k in range(0, len(names), 900):  # look every name up at once
                 chunk = names[k : k + 900]
@@ -545,10 +689,11 @@ class GalleryStore:
             new_identity=new_identity,
         )
 
-    def remove_identity(self, name: str) -> np.ndarray:
-        """Remove an identity and its references in one transaction; returns the removed
-        image ids. Raises TwinshotError when ``name`` is not enrolled."""
-        with self.transaction() as conn:
+    def remove_identity(self, name: str, *, audit: AuditEntry | None = None) -> np.ndarray:
+        """Remove an identity and its references in one transaction (recording ``audit``
+        in it); returns the removed image ids. Raises TwinshotError when ``name`` is not
+        enrolled."""
+        with self.transaction(audit) as conn:
             row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise TwinshotError(f"identity {name!r} is not enrolled in {self.path}")
@@ -557,12 +702,14 @@ class GalleryStore:
             )
             self._delete_rows(conn, old)
             conn.execute("DELETE FROM identities WHERE id = ?", (row[0],))
+            if audit is not None:  # the name leaves the file with the identity
+                audit.identities[:] = [forget(conn, name)]
         return old
 
-    def rewrite_vectors(self, rows: StoredRows, meta_updates: dict[str, str]) -> None:
+    def rewrite_vectors(self, rows: StoredRows, meta_updates: dict[str, str], *, audit: AuditEntry | None = None) -> None:
         """Replace every vector (same ids, same identities) and update settings, in one
         transaction (used by re-embedding)."""
-        with self.transaction() as conn:
+        with self.transaction(audit) as conn:
             conn.execute("PRAGMA defer_foreign_keys = ON")  # embeddings point at new blocks by commit
             conn.execute("DELETE FROM blocks")
             conn.execute("DELETE FROM ann_index")
@@ -610,6 +757,8 @@ class GalleryStore:
     def write_ann(self, kind: str, ids: np.ndarray, data: bytes) -> None:
         """Store a serialised index covering image ids ``ids``, in one transaction (it does
         not count as a change of the gallery's contents: the generation stays)."""
+        if self.read_only is not None:
+            return  # a cache: a read-only gallery rebuilds it in memory instead
         conn = self.conn
         view = memoryview(data)
         chunks = [view[a : a + ANN_CHUNK_BYTES] for a in range(0, len(view), ANN_CHUNK_BYTES)] or [view[:0]]

@@ -77,6 +77,11 @@ def create_app(config: ServiceConfig, keys: KeyRing, *, engine: Engine | None = 
         torch.set_num_threads(config.torch_threads)  # process-wide: this process serves
     engine = engine or Engine.open(config)
     audit = AuditLog(config.audit_path)
+    recovered = audit.reconcile(engine.audit_since(audit.change_ids()))
+    if recovered:
+        log.warning("audit log: added %d change(s) recorded in the gallery but missing from the log", recovered)
+    if engine.read_only_reason is not None:
+        log.warning("the gallery is read-only here (%s): enroll and delete answer 503", engine.read_only_reason)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,6 +122,8 @@ def _keep_uploads_in_memory(max_bytes: int) -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: a free one)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"port must be a whole number from 0 to 65535, got {port!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP, so that asyncio sets TCP_NODELAY on each accepted connection (it
     # checks the proto); without it a keep-alive answer waits ~40 ms for a delayed ACK.

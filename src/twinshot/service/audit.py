@@ -1,6 +1,12 @@
 """The audit log: one JSON line for every enroll and delete, and for every request refused
-on an admin route: who (the key's name), what, when, from where, and the outcome. Never
-the images, never the metadata.
+on an admin route or failed (500): who (the key's name), what, when, from where, and the
+outcome. Never the images, never the metadata.
+
+The gallery keeps its own record of each change, written **in the change's SQLite
+transaction** (:mod:`twinshot.gallery.audit`); a line for a change that took effect carries
+its ``change_id``. A crash between the commit and the line cannot lose the record: at
+start-up :meth:`AuditLog.reconcile` appends every gallery record missing from the log
+(``"recovered": true``), including changes made with the CLI.
 
 Example line::
 
@@ -26,11 +32,40 @@ class AuditLog:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        if os.fstat(fd).st_size:  # a line cut short by a crash: end it, so the next one parses
+            os.lseek(fd, -1, os.SEEK_END)
+            if os.read(fd, 1) != b"\n":
+                os.write(fd, b"\n")
         self._file = os.fdopen(fd, "a", encoding="utf-8")
         self._lock = threading.Lock()
 
-    def record(self, *, who: str, action: str, outcome: str, status: int, client: str | None = None, **what: Any) -> dict[str, Any]:
+    def change_ids(self) -> set[int]:
+        """The ``change_id`` of every line (unparseable lines are skipped)."""
+        seen: set[int] = set()
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    cid = json.loads(line).get("change_id")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(cid, int):
+                    seen.add(cid)
+        return seen
+
+    def reconcile(self, records: list[dict[str, Any]]) -> int:
+        """Append the gallery's audit ``records`` (from :func:`twinshot.gallery.audit.read_audit`)
+        as lines marked ``"recovered": true``; returns how many."""
+        for r in records:
+            action = {"remove": "delete"}.get(r["action"], r["action"])
+            extra = {k: v for k, v in r.items() if k not in ("change_id", "time", "who", "client", "action")}
+            self.record(
+                who=r["who"], action=action, outcome="ok", status=None, client=r["client"], change_id=r["change_id"],
+                changed=r["time"], recovered=True, **extra,
+            )
+        return len(records)
+
+    def record(self, *, who: str, action: str, outcome: str, status: int | None, client: str | None = None, **what: Any) -> dict[str, Any]:
         """Write one line: ``who`` did ``action`` (with the details ``what``: identity,
         references...) and the ``outcome`` (``"ok"``, or the error code) with HTTP ``status``."""
         entry = {

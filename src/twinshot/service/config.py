@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,16 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_pixels", "max_images", "max_k", "max_identity_chars", "max_metadata_bytes"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"limit {name} must be >= 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"limit {name} must be a whole number >= 1, got {value!r}")
+
+    @staticmethod
+    def body_bytes(megabytes: float) -> int:
+        """``megabytes`` MiB as bytes, refusing NaN, infinities and sizes under one byte."""
+        if not (isinstance(megabytes, (int, float)) and math.isfinite(megabytes) and megabytes * 1024 * 1024 >= 1):
+            raise ConfigError(f"the body limit must be a finite size > 0 MiB, got {megabytes!r}")
+        return int(megabytes * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,9 @@ class ServiceConfig:
         index: the gallery's search index (``"auto"``, ``"exact"`` or ``"hnsw"``).
         inference: the runtime that embeds images (``"auto"``, ``"torch"`` or ``"onnx"``;
             see :mod:`twinshot.gallery.inference`).
+        readonly: serve the gallery read-only (identify, verify, search, list); enroll and
+            delete answer 503. A gallery file or folder this process cannot write is served
+            read-only anyway, and the service says so at start-up.
     """
 
     gallery: Path
@@ -71,6 +83,7 @@ class ServiceConfig:
     scrub_on_delete: bool = True
     index: str = "auto"
     inference: str = "auto"
+    readonly: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gallery", Path(self.gallery))
@@ -78,6 +91,8 @@ class ServiceConfig:
             object.__setattr__(self, "audit_log", Path(self.audit_log))
         if self.decode_workers < 1 or self.max_batch < 1:
             raise ConfigError("decode_workers and max_batch must be >= 1")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"torch_threads must be >= 1, got {self.torch_threads}")
 
     @property
     def audit_path(self) -> Path:

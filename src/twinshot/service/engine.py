@@ -30,8 +30,9 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from twinshot.data.images import load_image
-from twinshot.errors import DataError, TwinshotError
-from twinshot.gallery import Gallery, describe
+from twinshot.errors import DamagedError, DataError, ReadOnlyError, StorageError, TwinshotError
+from twinshot.gallery import Actor, Gallery, describe
+from twinshot.gallery.names import normalize_identity
 from twinshot.gallery.embedding import embed_uint8
 from twinshot.gallery.results import Identification, finite
 from twinshot.preprocessing import UnusableImageError
@@ -195,7 +196,11 @@ class Engine:
     @classmethod
     def open(cls, config: ServiceConfig) -> "Engine":
         """Open the configured gallery (with its own model, or ``config.model``)."""
-        return cls(Gallery.open(config.gallery, config.model, index=config.index, inference=config.inference), config)
+        gallery = Gallery.open(
+            config.gallery, config.model, index=config.index, inference=config.inference, readonly=config.readonly,
+            actor=Actor("service"),
+        )
+        return cls(gallery, config)
 
     def close(self) -> None:
         self.batcher.close()
@@ -217,16 +222,32 @@ class Engine:
         return k
 
     def check_identity(self, identity: str) -> str:
-        if not identity.strip():
-            raise ServiceError(422, "invalid_identity", "the identity must be a non-empty name")
-        if len(identity) > self.limits.max_identity_chars:
+        """The identity's name under the library's rule (:mod:`twinshot.gallery.names`:
+        NFC, no control characters, at most ``max_identity_chars``), or a 422."""
+        try:
+            return normalize_identity(identity, max_chars=self.limits.max_identity_chars)
+        except DataError as exc:
+            too_long = "limit is" in str(exc)
             raise ServiceError(
-                422, "invalid_identity", f"the identity's name is longer than {self.limits.max_identity_chars} characters",
-                limit="max_identity_chars", max_value=self.limits.max_identity_chars,
-            )
-        if any(ord(c) < 32 or ord(c) == 127 for c in identity):
-            raise ServiceError(422, "invalid_identity", "the identity's name contains control characters")
-        return identity
+                422, "invalid_identity", scrub(str(exc)),
+                **({"limit": "max_identity_chars", "max_value": self.limits.max_identity_chars} if too_long else {}),
+            ) from None
+
+    def storage_refusal(self, exc: TwinshotError) -> ServiceError | None:
+        """The 503 for a gallery that cannot be written here (read-only, locked, full disk,
+        damaged), with the reason; None for other errors."""
+        if isinstance(exc, ReadOnlyError):
+            return ServiceError(503, "read_only_gallery", f"the gallery cannot be changed: {self.read_only_reason or 'it is read-only here'}")
+        if isinstance(exc, StorageError):
+            return ServiceError(503, "storage_unavailable", self.scrubbed(exc))
+        if isinstance(exc, DamagedError):
+            return ServiceError(503, "damaged_gallery", self.scrubbed(exc))
+        return None
+
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why the served gallery cannot be changed (said at start-up), or None."""
+        return self.gallery.read_only
 
     def check_count(self, n_images: int) -> None:
         """Refuse (413) a request carrying more than ``max_images`` images."""
@@ -353,47 +374,70 @@ class Engine:
     def _exists(self, identity: str) -> bool:
         return any(r.name == identity for r in self.gallery.identities())
 
-    async def enroll(self, identity: str, uploads: list[Upload], metadata: dict[str, Any] | None, mode: str = "new") -> dict[str, Any]:
-        """Enroll ``identity`` with the uploads (the CLI's enroll JSON, without the path).
-        ``mode``: ``"new"`` refuses an enrolled name (409), ``"add"`` adds references,
-        ``"replace"`` replaces them."""
-        self.check_identity(identity)
+    def audit_since(self, seen: set[int]) -> list[dict[str, Any]]:
+        """The gallery's audit records (written with each change, in its transaction)
+        whose ids are not in ``seen``: changes that took effect but never reached the
+        service's audit log (a crash between the two, or a change made by the CLI)."""
+        return [r for r in self.gallery.audit() if r["change_id"] not in seen]
+
+    def _refuse_if_read_only(self) -> None:
+        if self.read_only_reason is not None:
+            raise ServiceError(503, "read_only_gallery", f"the gallery cannot be changed: {self.read_only_reason}")
+
+    async def enroll(
+        self, identity: str, uploads: list[Upload], metadata: dict[str, Any] | None, mode: str = "new", actor: Actor | None = None
+    ) -> tuple[dict[str, Any], int | None]:
+        """Enroll ``identity`` with the uploads: the CLI's enroll JSON (without the path)
+        and the id of the change's audit record in the gallery. ``mode``: ``"new"``
+        refuses an enrolled name (409), ``"add"`` adds references, ``"replace"`` replaces
+        them. A gallery that cannot be written answers 503 with the reason."""
+        identity = self.check_identity(identity)
         if mode not in ENROLL_MODES:
             raise ServiceError(422, "invalid_mode", f"mode must be one of {', '.join(ENROLL_MODES)}, got {mode!r}")
+        self._refuse_if_read_only()
         await self.decode(uploads)
 
-        def run() -> dict[str, Any]:
+        def run() -> tuple[dict[str, Any], int | None]:
             try:
                 result = self.gallery.enroll(
-                    identity, [u.data for u in uploads], metadata, replace=mode == "replace", add=mode == "add"
+                    identity, [u.data for u in uploads], metadata, replace=mode == "replace", add=mode == "add", actor=actor
                 )
-            except DataError as exc:
-                raise ServiceError(422, "invalid_input", self.scrubbed(exc)) from None
             except TwinshotError as exc:
+                refusal = self.storage_refusal(exc)
+                if refusal is not None:
+                    raise refusal from None
+                if isinstance(exc, DataError):
+                    raise ServiceError(422, "invalid_input", self.scrubbed(exc)) from None
                 if mode == "new" and self._exists(identity):
                     raise ServiceError(
                         409, "already_enrolled", f"identity {identity!r} is already enrolled; enroll with mode=add or mode=replace"
                     ) from None
                 raise ServiceError(422, "invalid_input", self.scrubbed(exc)) from None
-            return result.to_dict()
+            return result.to_dict(), self.gallery.last_change_id
 
         return await self._in(self._write, run)
 
-    async def remove(self, identity: str) -> dict[str, Any]:
+    async def remove(self, identity: str, actor: Actor | None = None) -> tuple[dict[str, Any], int | None]:
         """Remove ``identity`` and its references (404 if not enrolled); then, unless
-        configured off, scrub the file so no byte of them is left (see :meth:`scrub_file`)."""
-        self.check_identity(identity)
+        configured off, scrub the file so no byte of them is left (see :meth:`scrub_file`).
+        Returns the answer and the id of the change's audit record."""
+        identity = self.check_identity(identity)
+        self._refuse_if_read_only()
 
-        def run() -> dict[str, Any]:
+        def run() -> tuple[dict[str, Any], int | None]:
             try:
-                removed = self.gallery.remove(identity)
-            except TwinshotError:
+                removed = self.gallery.remove(identity, actor=actor)
+            except TwinshotError as exc:
+                refusal = self.storage_refusal(exc)
+                if refusal is not None:
+                    raise refusal from None
                 if not self._exists(identity):
                     raise ServiceError(404, "unknown_identity", f"identity {identity!r} is not enrolled") from None
                 raise
+            change = self.gallery.last_change_id
             if self.config.scrub_on_delete:
                 self.scrub_file()
-            return {"identity": identity, "removed": removed}
+            return {"identity": identity, "removed": removed}, change
 
         return await self._in(self._write, run)
 

@@ -3,18 +3,36 @@ field names of the CLI's ``--json`` output. See ``docs/service.md``."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.convertors import Convertor, register_url_convertor
 
+from twinshot.gallery import Actor
+from twinshot.gallery.names import InvalidMetadata, parse_metadata
 from twinshot.service.auth import client_of, require
 from twinshot.service.engine import Engine, Upload
 from twinshot.jsonsafe import clean
 from twinshot.service.errors import ServiceError
 from twinshot.service.keys import Principal
+
+
+class AnyPathConvertor(Convertor):
+    """Like Starlette's ``path``, but also matching newlines and other control characters,
+    so that a name such as ``a%0Ab`` reaches the identity check (a 422), not a 404."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return str(value)
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("anypath", AnyPathConvertor())
 
 router = APIRouter()
 
@@ -108,20 +126,41 @@ async def search(
 
 
 def _metadata(text: Optional[str], most: int) -> dict[str, Any] | None:
+    """The metadata form field under the library's rule (a JSON object of bounded depth)."""
     if text is None or not text.strip():
         return None
     if len(text.encode()) > most:
         raise ServiceError(413, "metadata_too_large", f"metadata is over {most} bytes", limit="max_metadata_bytes", max_value=most)
     try:
-        value = json.loads(text)
-    except ValueError:
-        raise ServiceError(422, "invalid_metadata", "metadata is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ServiceError(422, "invalid_metadata", "metadata must be a JSON object")
-    return value
+        return parse_metadata(text)
+    except InvalidMetadata as exc:
+        raise ServiceError(422, "invalid_metadata", str(exc)) from None
 
 
-@router.post("/v1/identities/{identity:path}/images", tags=["admin"])
+async def _audited(request: Request, who: Principal, action: str, identity: str, change: Any, **what: Any) -> dict[str, Any]:
+    """Run the change ``change(actor)`` (an engine call returning ``(answer, change id)``)
+    and write its outcome to the audit log, whatever it is: ok, refused (4xx/503) or an
+    internal error (500). The gallery holds its own record of every change that took
+    effect, written in the change's transaction (see :meth:`AuditLog.reconcile`)."""
+    audit = request.app.state.audit
+    client = client_of(request)
+    try:
+        answer, change_id = await change(Actor(who.name, client))
+    except ServiceError as exc:
+        audit.record(who=who.name, action=action, identity=identity, **what, outcome=exc.code, status=exc.status, client=client)
+        raise
+    except Exception:
+        audit.record(who=who.name, action=action, identity=identity, **what, outcome="internal", status=500, client=client)
+        raise
+    if action == "enroll":
+        details = {**what, "references": len(answer["image_ids"]), "replaced": answer["replaced"]}
+    else:
+        details = {**what, "references": answer["removed"]}
+    audit.record(who=who.name, action=action, identity=identity, **details, outcome="ok", status=200, client=client, change_id=change_id)
+    return answer
+
+
+@router.post("/v1/identities/{identity:anypath}/images", tags=["admin"])
 async def enroll(
     request: Request,
     identity: str,
@@ -133,33 +172,19 @@ async def enroll(
     """Enroll ``identity`` with one or more reference images (one transaction). Only the
     embeddings are stored (unless the gallery keeps images)."""
     engine = engine_of(request)
-    audit = request.app.state.audit
-    n = len(images)
-    try:
+
+    async def change(actor: Actor) -> tuple[dict[str, Any], int | None]:
         uploads = await _uploads(request, images)
-        result = await engine.enroll(identity, uploads, _metadata(metadata, engine.limits.max_metadata_bytes), mode)
-    except ServiceError as exc:
-        audit.record(who=who.name, action="enroll", identity=identity, references=n, mode=mode, outcome=exc.code, status=exc.status, client=client_of(request))
-        raise
-    audit.record(
-        who=who.name, action="enroll", identity=identity, references=len(result["image_ids"]), mode=mode,
-        replaced=result["replaced"], outcome="ok", status=200, client=client_of(request),
-    )
-    return result
+        return await engine.enroll(identity, uploads, _metadata(metadata, engine.limits.max_metadata_bytes), mode, actor)
+
+    return await _audited(request, who, "enroll", identity, change, references=len(images), mode=mode)
 
 
-@router.delete("/v1/identities/{identity:path}", tags=["admin"])
+@router.delete("/v1/identities/{identity:anypath}", tags=["admin"])
 async def remove(request: Request, identity: str, who: Principal = Depends(require("admin", "delete"))) -> dict[str, Any]:
     """Remove ``identity`` and every reference of it (the right to be forgotten): the rows
     are deleted in one transaction and the file is scrubbed of their bytes."""
-    audit = request.app.state.audit
-    try:
-        result = await engine_of(request).remove(identity)
-    except ServiceError as exc:
-        audit.record(who=who.name, action="delete", identity=identity, outcome=exc.code, status=exc.status, client=client_of(request))
-        raise
-    audit.record(who=who.name, action="delete", identity=identity, references=result["removed"], outcome="ok", status=200, client=client_of(request))
-    return result
+    return await _audited(request, who, "delete", identity, lambda actor: engine_of(request).remove(identity, actor))
 
 
 @router.get("/v1/identities", tags=["admin"])
