@@ -20,7 +20,7 @@ def train(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Start from a shipped preset: omniglot, omniglot-minimal, faces-orl, signatures."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run exactly where it stopped."),
     data: Optional[List[str]] = typer.Option(None, "--data", help="Dataset folder or zip (repeat to merge several); sets data.sources."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set section.key=value (TOML value)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override any config key: --set section.key=value (TOML value)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="run.epochs"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="run.steps_per_epoch"),
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="run.time_budget: wall-clock limit, e.g. 25m, 1h, 900."),
