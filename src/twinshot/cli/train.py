@@ -81,6 +81,11 @@ def train(
         if out is None:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
         cfg = load_config(config, preset=preset, overrides=overrides)
+        if config is None and preset is None and "data.sources" not in overrides and not quiet:
+            typer.echo(
+                f"note: no --preset, --config or --data: training on the default data, Omniglot "
+                f"({', '.join(cfg.data.sources)})", err=True,
+            )
         result = run_training(cfg, out, progress=not (quiet or json_out),
                               extra={"command": "twinshot " + " ".join(sys.argv[1:]), "preset": preset})
 
