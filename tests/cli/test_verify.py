@@ -30,7 +30,8 @@ def test_verify_json_matches_the_library(capsys, tmp_path: Path, image_folder: P
     assert json.loads(capsys.readouterr().out)["same"] is False
 
     assert cli(["verify", str(model), str(a), str(b)]) == 0
-    assert "probability" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "P(same)" in text and "at the threshold" in text
 
 
 def test_verify_with_a_gallerys_calibration(capsys, tmp_path: Path, image_folder: Path) -> None:

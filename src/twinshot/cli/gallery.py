@@ -154,16 +154,20 @@ def identify(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per query."),
 ) -> None:
     """Who is in each image? The best identity above the threshold, or unknown."""
+    from twinshot.cli.output import decision
+
     with _open(gallery, model, index, inference) as g:
         results = g.identify(images, k=k, threshold=threshold, rule=rule)
+        calibration = g.calibration
     if as_json:
         _emit_json([{"image": img, **r.to_dict()} for img, r in zip(images, results)])
         return
     for img, r in zip(images, results):
         who = r.identity if r.identity is not None else "unknown"
-        typer.echo(f"{img}: {who} (score {_fmt(r.score)}, p {r.probability:.3f}, threshold {r.threshold:.3f})")
+        p_at = float(calibration.probability(r.threshold))
+        typer.echo(f"{img}: {who} ({decision(r.score, r.threshold, r.probability, p_at)})")
         for c in r.candidates:
-            typer.echo(f"    {c.identity}: score {_fmt(c.score)}, p {c.probability:.3f}")
+            typer.echo(f"    {c.identity}: score {_fmt(c.score)}, P(same) {c.probability:.3f}")
 
 
 @app.command("search")
