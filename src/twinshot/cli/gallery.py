@@ -131,9 +131,9 @@ def enroll_folder(
         _emit_json(
             {
                 "gallery": gallery,
-                "identities": len(results),
-                "references": sum(len(r.image_ids) for r in results),
-                "gallery_embeddings": n_embeddings,
+                "n_enrolled": len(results),
+                "n_references": sum(len(r.image_ids) for r in results),
+                "n_embeddings": n_embeddings,
                 "enrolled": [r.to_dict() for r in results],
             }
         )
@@ -287,7 +287,7 @@ def reembed(
     if as_json:
         _emit_json(summary)
     else:
-        typer.echo(f"re-embedded {summary['embeddings']} references with {summary['model']}; calibrate again")
+        typer.echo(f"re-embedded {summary['n_embeddings']} references with {summary['model']}; calibrate again")
 
 
 @app.command("build-index")

@@ -92,7 +92,7 @@ def reembed_store(
             "calibration_report": "",
         },
     )
-    return {"gallery": str(store.path), "embeddings": int(n), "model": ref, "dim": int(model.embedding_dim), "calibration": "reset"}
+    return {"gallery": str(store.path), "n_embeddings": int(n), "model": ref, "dim": int(model.embedding_dim), "calibration": "reset"}
 
 
 def reembed(
