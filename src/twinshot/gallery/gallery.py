@@ -177,7 +177,7 @@ class Gallery:
         overwrite: bool = False,
         index: str = "auto",
         inference: str = "auto",
-    ) -> "Gallery":
+    ) -> Gallery:
         """Create an empty gallery file for ``model`` (a model, a checkpoint path, a
         shipped model's name, or a ``.onnx`` export).
 
@@ -215,7 +215,7 @@ class Gallery:
         index: str = "auto",
         hnsw: HNSWConfig | None = None,
         inference: str = "auto",
-    ) -> "Gallery":
+    ) -> Gallery:
         """Open a gallery file and load every embedding into memory.
 
         Args:
@@ -260,7 +260,7 @@ class Gallery:
         with self._lock:
             self._store.close()
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -192,7 +192,7 @@ class Engine:
         self._known = (str(gallery.path), str(gallery.path.resolve()), gallery.model_ref)
 
     @classmethod
-    def open(cls, config: ServiceConfig) -> "Engine":
+    def open(cls, config: ServiceConfig) -> Engine:
         """Open the configured gallery (with its own model, or ``config.model``)."""
         return cls(Gallery.open(config.gallery, config.model, index=config.index, inference=config.inference), config)
 
