@@ -48,21 +48,25 @@ SKIP: list[tuple[str, str, str]] = [
     ("gallery.md", 'Gallery.open("office.db", "encoder.onnx")', "placeholder files (encoder.onnx, a.png, door/visitor1.png)"),
     ("gallery.md", "twinshot verify encoder.onnx a.png b.png", "placeholder files (encoder.onnx, a.png, visitor.png)"),
     ("export.md", 'OnnxEmbedder("encoder.onnx")', "placeholder files (encoder.onnx, a.png, b.png)"),
-    ("service.md", "twinshot gallery create door.db --model runs/mini", "needs runs/mini, trained in gallery.md (2 minutes)"),
-    ("service.md", "keys add keys.json boss --role admin", "prints fresh random keys; `cat keys.json` shows other digests and times"),
-    ("service.md", "twinshot serve door.db --keys keys.json --port 8000", "serves runs/mini's gallery (see above)"),
-    ("service.md", "ADMIN=tsk_...", "placeholder keys (tsk_...) and the gallery of runs/mini"),
-    ("service.md", "v1/identities/alice/images", "placeholder keys (tsk_...) and the gallery of runs/mini"),
-    ("service.md", "v1/identify", "placeholder keys (tsk_...) and the gallery of runs/mini"),
-    ("service.md", "v1/verify", "placeholder keys (tsk_...) and the gallery of runs/mini"),
-    ("service.md", "v1/search", "placeholder keys (tsk_...) and the gallery of runs/mini"),
     ("service.md", "python -m bench.service_load", "a 30-second load benchmark (tests/service/test_bench.py runs --tiny)"),
-    ("service.md", 'ServiceConfig(gallery="door.db"', "needs door.db and keys.json of the skipped flow above"),
     ("applications.md", "twinshot train --preset", "trains a preset (minutes)"),
     ("applications.md", "twinshot report MODEL (--pairs PAIRS.csv", "a usage synopsis (MODEL, PAIRS.csv, DIR are placeholders)"),
     ("applications.md", 'pairs = writer_verification_pairs("sig-heldout")', "a fragment: the held-out writers' folder (sig-heldout) is made further down"),
     ("applications.md", "python -m bench", "a benchmark run (minutes)"),
     ("experiments.md", "twinshot train", "trains (minutes to hours)"),
+]
+
+
+#: (Markdown file, text the block contains): blocks that take more than about 15 s here,
+#: run under the ``slow`` marker (deselect with ``-m "not slow"``).
+SLOW: list[tuple[str, str]] = [
+    ("README.md", "gallery calibrate office.db"),
+    ("README.md", "gallery create bank.db"),
+    ("README.md", "twinshot serve office.db"),
+    ("applications.md", "twinshot report faces-orl"),
+    ("applications.md", "gallery create faces.db"),
+    ("applications.md", "twinshot report signatures"),
+    ("applications.md", "gallery create bank.db"),
 ]
 
 
@@ -123,7 +127,7 @@ def _params() -> list:
         reason = skip_reason(b)
         if reason:
             marks.append(pytest.mark.skip(reason=reason))
-        elif "doc-test: slow" in b.marker:
+        elif "doc-test: slow" in b.marker or any(b.doc.name == n and needle in b.text for n, needle in SLOW):
             marks.append(pytest.mark.slow)
         params.append(pytest.param(b, id=b.id, marks=marks))
     return params
@@ -164,7 +168,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-_ASSIGN = re.compile(r"(?:^|\s|;)([A-Za-z_][A-Za-z0-9_]*)=")
+_ASSIGN = re.compile(r"(?:^|[;&|]\s*|\bdo\s+)([A-Za-z_][A-Za-z0-9_]*)=", re.M)  # NAME=... as a command
 _WAIT = """import socket, sys, time
 for _ in range(600):
     try:
@@ -192,11 +196,13 @@ def shell_script(commands: list[str], state: "DocState") -> str:
             parts.append("echo $! >> .docpids")
             if port:
                 parts.append(f"python .docwait.py {port.group(1)}")
-                parts.append(f"echo listening on http://127.0.0.1:{port.group(1)}")
+                parts.append(f"echo listening on http://127.0.0.1:{port.group(1)}; cat serve-{n}.log")
+        elif re.match(r"\s*grep\b", cmd):
+            parts.append(f"{{ {cmd}\n}} || [ $? -eq 1 ]")  # grep's 1 means "no match", a documented answer
         else:
             parts.append(cmd)
     if names:
-        parts.append(f"declare -p {' '.join(sorted(names))} > .docvars 2>/dev/null || true")
+        parts.append(f"declare -p {' '.join(sorted(names))} >> .docvars 2>/dev/null || true")
     return "\n".join(parts) + "\n"
 
 
