@@ -43,7 +43,6 @@ SKIP: list[tuple[str, str, str]] = [
     ("README.md", "twinshot train --preset omniglot --out runs/omniglot", "a list of commands with placeholder files (alice.png, visitor.png, pairs.csv, all_runs.zip); each is run for real in tests/cli"),
     ("training.md", "twinshot train --preset omniglot --out runs/omniglot", "trains the full presets (about 25 minutes each)"),
     ("gallery.md", "twinshot train --preset omniglot-minimal --time-budget 2m", "trains for 2 minutes"),
-    ("gallery.md", "photos/alice.png --metadata", "the office flow with placeholder files (photos/, staff/, door/); the Python example below runs it on real data"),
     ("gallery.md", "evaluate_open_set(gallery, query_images", "a fragment: gallery, query_images and true_names are the reader's"),
     ("gallery.md", 'Gallery.open("office.db", "encoder.onnx")', "placeholder files (encoder.onnx, a.png, door/visitor1.png)"),
     ("gallery.md", "twinshot verify encoder.onnx a.png b.png", "placeholder files (encoder.onnx, a.png, visitor.png)"),
@@ -187,7 +186,8 @@ def shell_script(commands: list[str], state: "DocState") -> str:
     parts = ["set -e -o pipefail", f"cd {state.work}", "[ -f .docvars ] && source .docvars"]
     for n, cmd in enumerate(commands):
         cmd = state.ports(cmd)
-        names.update(m.group(1) for m in _ASSIGN.finditer(cmd.split("#", 1)[0]))
+        code = "\n".join(line.split("#", 1)[0] for line in cmd.splitlines())  # without comments
+        names.update(m.group(1) for m in _ASSIGN.finditer(code))
         parts.append(f"printf '\\n@@DOC {n}@@\\n'")
         serve = re.match(r"\s*twinshot serve\b(.*?)&?\s*$", cmd, re.S)
         if serve:
