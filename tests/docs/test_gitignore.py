@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 LEFTOVERS = [
     "office.db", "office.db-wal", "office.db.audit.log", "bank.db", "faces.db", "door.db", "drawings.db",
     "keys.json", "calib.csv", "heldout_pairs.csv", "calibration/s5", "calib/s5", "heldout/s5", "sig-heldout/4",
-    "images_background/Hebrew", "report-faces/report.html", "encoder.onnx", "encoder.onnx.json", "runs/demo",
+    "images_background/Hebrew", "staff/character02", "staff.db", "report-faces/report.html", "encoder.onnx", "encoder.onnx.json", "runs/demo",
 ]
 
 

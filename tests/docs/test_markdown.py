@@ -66,6 +66,8 @@ SLOW: list[tuple[str, str]] = [
     ("applications.md", "gallery create faces.db"),
     ("applications.md", "twinshot report signatures"),
     ("applications.md", "gallery create bank.db"),
+    ("service.md", "twinshot gallery calibrate door.db"),
+    ("gallery.md", "twinshot gallery create staff.db"),
 ]
 
 
