@@ -84,3 +84,9 @@ def test_usage_error_under_json_is_json(capsys) -> None:
 def test_group_without_command_prints_its_help(capsys) -> None:
     assert cli(["gallery"]) == 0
     assert "Commands:" in capsys.readouterr().out
+
+
+def test_help_through_the_entry_point_does_not_import_torch() -> None:
+    code = ("import sys; from twinshot.cli.main import cli; code = cli(['gallery', 'create', '--help']); "
+            "assert code == 0 and 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

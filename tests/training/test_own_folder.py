@@ -49,7 +49,7 @@ def test_fitting_sizes_train_and_record_the_held_out_classes(faces: Path, tmp_pa
             "--set", "sampler.n_way=5", "--set", "validation.n_way=5", *SMALL]
     assert cli(args) == 0, capsys.readouterr()
     err = capsys.readouterr().err
-    assert "held out 5 classes for validation: class" in " ".join(err.split()), err
+    assert "held out 5 classes for validation: class" in err, err  # one line, not wrapped at 80 columns
     extra = json.loads((out / "best" / "model.json").read_text())["extra"]["data"]
     assert extra["val_groups"] == [] and len(extra["val_class_names"]) == 5
     assert extra["val_class_names"][0].startswith("class")
