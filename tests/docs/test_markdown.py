@@ -65,6 +65,8 @@ SLOW: list[tuple[str, str]] = [
     ("applications.md", "gallery create bank.db"),
     ("service.md", "twinshot gallery calibrate door.db"),
     ("gallery.md", "twinshot gallery create staff.db"),
+    ("gallery.md", "twinshot export omniglot-minimal --format onnx"),
+    ("export.md", "twinshot export omniglot --format onnx"),
 ]
 
 
