@@ -68,6 +68,36 @@ class DemoResult:
     load_seconds: float = 0.0
     steps: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the measurements, the counts of the recognition part and each query."""
+        known = [r for r in self.recognitions if r.truth is not None]
+        unknown = [r for r in self.recognitions if r.truth is None]
+        return {
+            "run_dir": str(self.run_dir),
+            "model": str(self.run_dir / "best"),
+            "accuracy": self.accuracy,
+            "ci95": self.ci95,
+            "error": 1.0 - self.accuracy,
+            "n_way": self.n_way,
+            "n_shot": 1,
+            "episodes": self.episodes,
+            "held_out": list(self.held_out),
+            "steps": self.steps,
+            "images_per_second": self.images_per_second,
+            "train_seconds": self.train_seconds,
+            "load_seconds": self.load_seconds,
+            "gallery": None if self.gallery_path is None else str(self.gallery_path),
+            "n_recognised": sum(r.correct for r in known),
+            "n_known_queries": len(known),
+            "n_rejected": sum(r.correct for r in unknown),
+            "n_unknown_queries": len(unknown),
+            "recognitions": [
+                {"query": r.query, "truth": r.truth, "predicted": r.predicted, "best": r.best,
+                 "probability": r.probability, "correct": r.correct}
+                for r in self.recognitions
+            ],
+        }
+
 
 def demo_config(data: str | Path, steps: int, *, time_budget: float = DEFAULT_TIME_BUDGET, seed: int = 0) -> Any:
     """The quick model's config: the ``omniglot`` preset's data split, a compact Conv-4

@@ -79,10 +79,10 @@ class Preprocessing:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         return cls(**d)
 
-    def to_float(self, images: "torch.Tensor") -> "torch.Tensor":
+    def to_float(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, C, H, W)`` (or ``(C, H, W)``) to normalised float32 model input."""
         x = images.float().div_(255.0)
         if self.mean != 0.0 or self.std != 1.0:

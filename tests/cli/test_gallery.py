@@ -38,7 +38,7 @@ def test_the_whole_flow(capsys, tmp_path: Path, setup) -> None:
     gallery, model, folder = setup
     files = sorted(folder.rglob("*.png"))  # 8 classes x 5 images
     created = run_json(capsys, "gallery", "create", gallery, "--model", model)
-    assert created["identities"] == 0 and created["model"] == str(model.resolve())
+    assert created["n_identities"] == 0 and created["model"] == str(model.resolve())
 
     enrolled = run_json(capsys, "gallery", "enroll", gallery, "alice", files[0], files[1], "--metadata", '{"badge": 1}')
     assert enrolled["identity"] == "alice" and enrolled["references"] == 2 and enrolled["created"]
@@ -49,7 +49,7 @@ def test_the_whole_flow(capsys, tmp_path: Path, setup) -> None:
             (other / f"class{c:02d}").mkdir(parents=True, exist_ok=True)
             shutil.copy(f, other / f"class{c:02d}" / f.name)
     folder_out = run_json(capsys, "gallery", "enroll-folder", gallery, other, "--no-progress")
-    assert folder_out["identities"] == 3 and folder_out["references"] == 6 and folder_out["gallery_embeddings"] == 8
+    assert folder_out["n_enrolled"] == 3 and folder_out["n_references"] == 6 and folder_out["n_embeddings"] == 8
 
     listed = run_json(capsys, "gallery", "list", gallery)
     assert [r["name"] for r in listed["identities"]] == ["alice", "class00", "class01", "class02"]
@@ -107,7 +107,7 @@ def test_reembed_and_build_index(capsys, tmp_path: Path, setup) -> None:
     code, _, err = run(capsys, "gallery", "identify", gallery, files[0], "--model", new_model)
     assert code == 2 and "model mismatch" in err and "\n" not in err.strip()
     moved = run_json(capsys, "gallery", "reembed", gallery, "--model", new_model)
-    assert moved["embeddings"] == 40 and moved["dim"] == 8
+    assert moved["n_embeddings"] == 40 and moved["dim"] == 8
     hits = run_json(capsys, "gallery", "identify", gallery, files[5], "--k", "1")
     assert hits[0]["candidates"][0]["identity"] == "alphabet0/character02"
 
@@ -191,7 +191,7 @@ def test_office_entry_flow_on_omniglot(capsys, tmp_path: Path, omniglot_dir: Pat
                       "--n-pairs", "4000", "--bootstrap", "200")
     assert report["far"] <= 0.001 and report["far_ci95"][0] <= report["far"] <= report["far_ci95"][1]
     out = run_json(capsys, "gallery", "enroll-folder", gallery, enroll_dir)
-    assert out["identities"] == 26
+    assert out["n_enrolled"] == 26
 
     def identify(paths: list[Path]) -> list[dict]:
         return run_json(capsys, "gallery", "identify", gallery, *paths, "--k", "3")

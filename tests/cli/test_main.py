@@ -25,4 +25,4 @@ def test_models_list_json(capsys) -> None:
 
     assert cli(["models", "list", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert "compact" in out["encoders"] and "weighted_l1" in out["heads"]
+    assert "compact" in {e["name"] for e in out["encoders"]} and "weighted_l1" in {h["name"] for h in out["heads"]}

@@ -30,7 +30,8 @@ def test_verify_json_matches_the_library(capsys, tmp_path: Path, image_folder: P
     assert json.loads(capsys.readouterr().out)["same"] is False
 
     assert cli(["verify", str(model), str(a), str(b)]) == 0
-    assert "probability" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "P(same)" in text and "at the threshold" in text
 
 
 def test_verify_with_a_gallerys_calibration(capsys, tmp_path: Path, image_folder: Path) -> None:
@@ -55,3 +56,18 @@ def test_verify_errors(capsys, tmp_path: Path, image_folder: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros(3))
     assert cli(["verify", str(model), str(a), str(tmp_path / "x.npy")]) == 2
     assert "x.npy" in capsys.readouterr().err
+
+
+def test_a_torchscript_export_given_as_the_model_is_named(capsys, tmp_path: Path, image_folder: Path) -> None:
+    model = saved_model(tmp_path / "model")
+    a, b = sorted(image_folder.rglob("*.png"))[:2]
+    assert cli(["export", str(model), "--format", "torchscript", "--out", str(tmp_path / "encoder.pt"), "--json"]) == 0
+    capsys.readouterr()
+    assert cli(["verify", str(tmp_path / "encoder.pt"), str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "a TorchScript export" in err and "--format onnx" in err and "not found" not in err
+    assert err.count("\n") == 1
+    stray = tmp_path / "notes.txt"
+    stray.write_text("hello")
+    assert cli(["verify", str(stray), str(a), str(b)]) == 2
+    assert "a file, not a model" in capsys.readouterr().err

@@ -23,11 +23,11 @@ def _example(name: str) -> str:
 def test_office_example_runs(tmp_path: Path, omniglot_dir: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     code = _example("office")
     model = saved_model(tmp_path / "model")
-    code = code.replace('MODEL = "runs/mini"', f"MODEL = {str(model)!r}")
+    code = code.replace('MODEL = "omniglot"', f"MODEL = {str(model)!r}")
     code = code.replace('OMNIGLOT = "../shared/datasets/omniglot"', f"OMNIGLOT = {str(omniglot_dir)!r}")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, str(DOC), "exec"), {"__name__": "__docs__"})
     out = capsys.readouterr().out
     assert "threshold" in out and "same character" in out
-    assert (tmp_path / "office.db").is_file()
-    assert os.path.getsize(tmp_path / "office.db") > 0
+    assert (tmp_path / "drawings.db").is_file()
+    assert os.path.getsize(tmp_path / "drawings.db") > 0

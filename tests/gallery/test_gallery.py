@@ -266,7 +266,7 @@ def test_model_mismatch_is_refused_and_reembed_migrates(tmp_path: Path, model_di
         Gallery.open(kept_path, other)
     g, summary = reembed(kept_path, other)
     with g:
-        assert summary["embeddings"] == 3 and g.dim == 24 and g.threshold == 0.0
+        assert summary["n_embeddings"] == 3 and g.dim == 24 and g.threshold == 0.0
         assert g.identify(imgs[2])[0].candidates[0].identity == "bob"
         np.testing.assert_allclose(g._store.load_rows().vectors, embed_sources(g.model, imgs[:3]), rtol=1e-5, atol=1e-6)
         g.check()

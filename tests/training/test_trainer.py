@@ -116,7 +116,7 @@ def test_time_budget_stops_and_saves(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_refuses_existing_run_and_missing_resume(tiny_data: Path, reference: Path, tmp_path: Path) -> None:
-    with pytest.raises(TwinshotError, match="already exists and is not empty"):
+    with pytest.raises(TwinshotError, match="already holds a run; continue it with --resume"):
         train(tiny_config(tiny_data), reference, progress=False)
     with pytest.raises(TwinshotError, match="nothing to resume"):
         train(None, tmp_path, resume=True, progress=False)

@@ -26,7 +26,7 @@ def _show_progress(as_json: bool) -> bool:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)  # piped output: long lines stay whole
 
 
 @app.command("episodes")

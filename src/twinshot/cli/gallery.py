@@ -126,9 +126,9 @@ def enroll_folder(
         _emit_json(
             {
                 "gallery": gallery,
-                "identities": len(results),
-                "references": sum(len(r.image_ids) for r in results),
-                "gallery_embeddings": n_embeddings,
+                "n_enrolled": len(results),
+                "n_references": sum(len(r.image_ids) for r in results),
+                "n_embeddings": n_embeddings,
                 "enrolled": [r.to_dict() for r in results],
             }
         )
@@ -149,16 +149,20 @@ def identify(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per query."),
 ) -> None:
     """Who is in each image? The best identity above the threshold, or unknown."""
+    from twinshot.cli.output import decision
+
     with _open(gallery, model, index, inference, readonly=True) as g:
         results = g.identify(images, k=k, threshold=threshold, rule=rule)
+        calibration = g.calibration
     if as_json:
         _emit_json([{"image": img, **r.to_dict()} for img, r in zip(images, results)])
         return
     for img, r in zip(images, results):
         who = r.identity if r.identity is not None else "unknown"
-        typer.echo(f"{img}: {who} (score {_fmt(r.score)}, p {r.probability:.3f}, threshold {r.threshold:.3f})")
+        p_at = float(calibration.probability(r.threshold))
+        typer.echo(f"{img}: {who} ({decision(r.score, r.threshold, r.probability, p_at)})")
         for c in r.candidates:
-            typer.echo(f"    {c.identity}: score {_fmt(c.score)}, p {c.probability:.3f}")
+            typer.echo(f"    {c.identity}: score {_fmt(c.score)}, P(same) {c.probability:.3f}")
 
 
 @app.command("search")
@@ -281,7 +285,7 @@ def reembed(
     if as_json:
         _emit_json(summary)
     else:
-        typer.echo(f"re-embedded {summary['embeddings']} references with {summary['model']}; calibrate again")
+        typer.echo(f"re-embedded {summary['n_embeddings']} references with {summary['model']}; calibrate again")
 
 
 @app.command("build-index")

@@ -11,12 +11,24 @@ app = typer.Typer(help="List shipped models and the registered encoders, heads a
 
 @app.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """List the models shipped with the package and the registered encoders and heads."""
-    from twinshot.models import ENCODERS, HEADS, shipped_models
+    """Describe the shipped models (data, encoder, head, loss, validation accuracy) and list the
+    registered encoders, heads and losses."""
+    from twinshot.models.catalog import catalog
 
-    out = {"shipped": shipped_models(), "encoders": ENCODERS.names(), "heads": HEADS.names()}
+    out = catalog()
     if as_json:
         typer.echo(json.dumps(out))
         return
-    for key, names in out.items():
-        typer.echo(f"{key}: {', '.join(names) or '(none)'}")
+    typer.echo("shipped models (use the name wherever a model goes):")
+    for m in out["shipped"]:
+        acc = m["validation"]["accuracy"]
+        acc_text = f"; {100 * acc:.1f}% {m['validation']['protocol']}" if acc is not None else ""
+        typer.echo(f"  {m['name']}: {m['description']}")
+        typer.echo(
+            f"      {m['encoder']} encoder{f' ({d}-d)' if (d := m['embedding_dim']) else ''}, {m['head']} head, trained with the {m['loss']} loss; "
+            f"input {m['input']}{acc_text}"
+        )
+    for key in ("encoders", "heads", "losses"):
+        typer.echo(f"{key}:")
+        for entry in out[key]:
+            typer.echo(f"  {entry['name']}: {entry['description']}")

@@ -20,7 +20,7 @@ def train(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Start from a shipped preset: omniglot, omniglot-minimal, faces-orl, signatures."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run exactly where it stopped."),
     data: Optional[List[str]] = typer.Option(None, "--data", help="Dataset folder or zip (repeat to merge several); sets data.sources."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override any config key: --set section.key=value (TOML value)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override any config key: --set section.key=value (TOML value)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="run.epochs"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="run.steps_per_epoch"),
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="run.time_budget: wall-clock limit, e.g. 25m, 1h, 900."),
@@ -81,6 +81,11 @@ def train(
         if out is None:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
         cfg = load_config(config, preset=preset, overrides=overrides)
+        if config is None and preset is None and "data.sources" not in overrides and not quiet:
+            typer.echo(
+                f"note: no --preset, --config or --data: training on the default data, Omniglot "
+                f"({', '.join(cfg.data.sources)})", err=True,
+            )
         result = run_training(cfg, out, progress=not (quiet or json_out),
                               extra={"command": "twinshot " + " ".join(sys.argv[1:]), "preset": preset})
 

@@ -26,13 +26,16 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Are two images the same class? Prints the probability and the decision."""
-    from twinshot.gallery import Gallery, verify_images
+    from twinshot.cli.output import decision
+    from twinshot.gallery import Calibration, Gallery, verify_images
 
+    calibration = Calibration()  # without a gallery: the model's own sigmoid(logit)
     if gallery is not None:
         with Gallery.open(gallery, model, inference=inference, readonly=True) as g:
+            calibration = g.calibration
             result = verify_images(
                 g.embedder, image1, image2,
-                threshold=g.threshold if threshold is None else threshold, calibration=g.calibration,
+                threshold=g.threshold if threshold is None else threshold, calibration=calibration,
             )
     else:
         result = verify_images(model, image1, image2, threshold=0.0 if threshold is None else threshold, inference=inference)
@@ -41,4 +44,5 @@ def verify(
         emit_json(out)
         return
     verdict = "same" if result.same else "different"
-    typer.echo(f"{verdict}: probability {result.probability:.3f} (score {result.score:.3f}, threshold {result.threshold:.3f})")
+    p_at = float(calibration.probability(result.threshold))
+    typer.echo(f"{verdict} ({decision(result.score, result.threshold, result.probability, p_at)})")

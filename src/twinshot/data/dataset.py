@@ -59,7 +59,7 @@ class LabelledImages:
         counts = torch.bincount(self.labels, minlength=self.n_classes).tolist()
         return list(torch.split(order, counts))
 
-    def subset_classes(self, classes: torch.Tensor | list[int]) -> "LabelledImages":
+    def subset_classes(self, classes: torch.Tensor | list[int]) -> LabelledImages:
         """The images of ``classes`` only, relabelled ``0..len(classes)-1`` in the given order."""
         classes = torch.as_tensor(classes, dtype=torch.long)
         remap = torch.full((self.n_classes,), -1, dtype=torch.long)

@@ -219,7 +219,7 @@ def relabel_writer_name(dataset: LabelledImages) -> LabelledImages:
     )
 
 
-def writer_name_run_data(config: "object", *, progress: bool = False) -> "object":
+def writer_name_run_data(config: object, *, progress: bool = False) -> object:
     """The :class:`twinshot.training.data.RunData` of a signatures training config with
     ``writer/name`` classes: the sources are loaded and split **by writer** as configured
     (``data.split_by = "class"`` on writer folders), then each part is relabelled with
@@ -234,7 +234,7 @@ def writer_name_run_data(config: "object", *, progress: bool = False) -> "object
     return prepare_data(data_config, model_spec(config).preprocessing, progress=progress)
 
 
-def train_writer_name(run_dir: str | os.PathLike, *, preset: str = "signatures", overrides: dict | None = None, progress: bool = True) -> "object":
+def train_writer_name(run_dir: str | os.PathLike, *, preset: str = "signatures", overrides: dict | None = None, progress: bool = True) -> object:
     """Train the ``signatures`` preset (``writer/name`` classes grouped by name); returns the
     ``TrainResult``. The same as ``twinshot train --preset signatures --out RUN_DIR``."""
     from twinshot.training import load_config, train

@@ -106,7 +106,7 @@ class NumpyHead:
             object.__setattr__(self, "alpha", np.asarray(self.alpha, dtype=np.float32).reshape(-1))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NumpyHead":
+    def from_dict(cls, d: dict[str, Any]) -> NumpyHead:
         """From the sidecar's ``"head"`` object: ``{"name", "scale", "bias"}`` plus
         ``"alpha"`` (a list of D floats) and ``"beta"`` for ``weighted_l1``."""
         try:

@@ -86,7 +86,7 @@ class Calibration:
         return {"method": self.method, "a": self.a, "b": self.b, "x": list(self.x), "y": list(self.y)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
         return cls(
             method=d.get("method", "none"),
             a=float(d.get("a", 1.0)),
@@ -396,7 +396,7 @@ class CalibrationReport:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CalibrationReport":
+    def from_dict(cls, d: dict[str, Any]) -> CalibrationReport:
         return cls(
             threshold=float(d["threshold"]),
             target=str(d["target"]),

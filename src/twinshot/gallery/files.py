@@ -97,7 +97,7 @@ def reembed_store(
         },
         audit=AuditEntry("reembed", [], {"model": ref, "embeddings": int(n)}, actor or Actor()),
     )
-    return {"gallery": str(store.path), "embeddings": int(n), "model": ref, "dim": int(model.embedding_dim), "calibration": "reset"}
+    return {"gallery": str(store.path), "n_embeddings": int(n), "model": ref, "dim": int(model.embedding_dim), "calibration": "reset"}
 
 
 def reembed(

@@ -184,7 +184,7 @@ class Gallery:
         overwrite: bool = False,
         index: str = "auto",
         inference: str = "auto",
-    ) -> "Gallery":
+    ) -> Gallery:
         """Create an empty gallery file for ``model`` (a model, a checkpoint path, a
         shipped model's name, or a ``.onnx`` export).
 
@@ -225,7 +225,7 @@ class Gallery:
         inference: str = "auto",
         readonly: bool = False,
         actor: Actor | None = None,
-    ) -> "Gallery":
+    ) -> Gallery:
         """Open a gallery file and load every embedding into memory.
 
         Args:
@@ -274,7 +274,7 @@ class Gallery:
         with self._lock:
             self._store.close()
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -394,8 +394,8 @@ class Gallery:
                 "model": self.model_ref,
                 "fingerprint": self.fingerprint,
                 "dim": self.dim,
-                "identities": len(self),
-                "embeddings": self.n_embeddings,
+                "n_identities": len(self),
+                "n_embeddings": self.n_embeddings,
                 "keep_images": self.keep_images,
                 "rule": self.rule,
                 "threshold": self.threshold,

@@ -76,7 +76,7 @@ class Queries:
     def __len__(self) -> int:
         return int(self.raw.shape[0])
 
-    def subset(self, rows: slice) -> "Queries":
+    def subset(self, rows: slice) -> Queries:
         return Queries(self.raw[rows], self.mat[rows], self.sqnorm[rows])
 
 

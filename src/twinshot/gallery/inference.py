@@ -40,6 +40,8 @@ INFERENCE = ("auto", "torch", "onnx")
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "twinshot" / "onnx"
 #: Checkpoint files whose bytes identify a model directory without loading it.
 _CHECKPOINT_FILES = ("model.json", "model.safetensors")
+#: The shipped models (as :data:`twinshot.models.io.PRETRAINED_DIR`, without importing torch).
+_PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
 def _check(inference: str) -> None:
@@ -222,10 +224,14 @@ def _memory_ref(embedder: Any) -> str:
 
 
 def _checkpoint_dir(text: str) -> Path | None:
-    """The checkpoint directory ``text`` names, found without torch (``None`` if unsure:
-    shipped names and anything else go through :func:`twinshot.models.load_model`)."""
+    """The checkpoint directory ``text`` names, found without torch: a shipped model's
+    name (looked up first, as :func:`twinshot.models.load_model` does) or a checkpoint or
+    run directory; ``None`` if unsure (then ``load_model`` decides)."""
     p = Path(text)
-    for candidate in (p, p / "best", p / "last"):
+    candidates = [p, p / "best", p / "last"]
+    if text and "/" not in text and "\\" not in text and text not in (".", ".."):
+        candidates.insert(0, _PRETRAINED_DIR / text)
+    for candidate in candidates:
         if all((candidate / f).is_file() for f in _CHECKPOINT_FILES):
             return candidate
     return None

@@ -238,7 +238,7 @@ class GalleryStore:
     # -- opening ----------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | os.PathLike, meta: dict[str, str], *, overwrite: bool = False) -> "GalleryStore":
+    def create(cls, path: str | os.PathLike, meta: dict[str, str], *, overwrite: bool = False) -> GalleryStore:
         """Create a new gallery file with ``meta`` (must hold ``dim``). The file is built
         under a temporary name and renamed into place, so no half-made gallery is left."""
         path = Path(path)
@@ -280,7 +280,7 @@ class GalleryStore:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "GalleryStore":
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> GalleryStore:
         """Open an existing gallery file; refuse anything that is not one.
 
         Everything goes through SQLite (see :func:`_connect`): the file is never created,

@@ -73,6 +73,30 @@ def save_model(model: SiameseNetwork, directory: str | os.PathLike, extra: dict[
     return directory
 
 
+_PASS = "pass a shipped model's name, a checkpoint or a training run directory"
+
+
+def describe_model_file(path: Path) -> str:
+    """What kind of file ``path`` is, when it was given where a model goes, and what to pass."""
+    import zipfile
+
+    if path.suffix == ".onnx":
+        return f"an ONNX export: the gallery and `twinshot verify` take it; {_PASS} elsewhere"
+    if path.suffix == ".safetensors":
+        return f"bare weights; pass the directory that holds it with its {SPEC}"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        names = []
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return (
+            "a TorchScript export (an encoder only, without its head or preprocessing, for torch.jit.load); "
+            f"{_PASS} (the model it was exported from), or an ONNX export (twinshot export MODEL --format onnx)"
+        )
+    return f"a file, not a model; {_PASS}, or an ONNX export (.onnx)"
+
+
 def resolve_model_dir(ref: str | os.PathLike) -> Path:
     """Turn a model reference into the checkpoint directory that holds it."""
     text = str(ref)
@@ -88,6 +112,8 @@ def resolve_model_dir(ref: str | os.PathLike) -> Path:
             if (path / sub / SPEC).is_file():
                 return path / sub
         raise TwinshotError(f"{path}: not a model checkpoint or run directory (no {SPEC} in it, best/ or last/)")
+    if path.is_file():
+        raise TwinshotError(f"{path}: {describe_model_file(path)}")
     names = ", ".join(shipped_models()) or "(none shipped)"
     raise TwinshotError(f"model {text!r} not found: not a path, nor a shipped model ({names})")
 

@@ -33,7 +33,7 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         d = dict(d)
         d["preprocessing"] = Preprocessing.from_dict(d.get("preprocessing", {}))
         return cls(**d)

@@ -194,7 +194,7 @@ class Engine:
         self._known = (str(gallery.path), str(gallery.path.resolve()), gallery.model_ref)
 
     @classmethod
-    def open(cls, config: ServiceConfig) -> "Engine":
+    def open(cls, config: ServiceConfig) -> Engine:
         """Open the configured gallery (with its own model, or ``config.model``)."""
         gallery = Gallery.open(
             config.gallery, config.model, index=config.index, inference=config.inference, readonly=config.readonly,
@@ -360,8 +360,8 @@ class Engine:
             "model": ref if ref in shipped_models() else None,
             "fingerprint": g.fingerprint[:12],
             "dim": g.dim,
-            "identities": len(g),
-            "embeddings": g.n_embeddings,
+            "n_identities": len(g),
+            "n_embeddings": g.n_embeddings,
             "rule": g.rule,
             "threshold": g.threshold,
             "calibrated": report.target if report is not None else None,

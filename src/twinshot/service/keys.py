@@ -109,11 +109,11 @@ class KeyRing:
         return len(self.keys)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "KeyRing":
+    def from_file(cls, path: str | os.PathLike) -> KeyRing:
         return cls(read_keys_file(path))
 
     @classmethod
-    def from_secrets(cls, read: Sequence[str] = (), admin: Sequence[str] = (), *, prefix: str = "env") -> "KeyRing":
+    def from_secrets(cls, read: Sequence[str] = (), admin: Sequence[str] = (), *, prefix: str = "env") -> KeyRing:
         """Keys given in plain text (from the environment, say); named ``<prefix>:read``,
         ``<prefix>:admin`` (``#2``, ``#3``... when several)."""
         keys = []
@@ -125,7 +125,7 @@ class KeyRing:
                 keys.append(ApiKey(name, role, digest(s)))
         return cls(keys)
 
-    def __add__(self, other: "KeyRing") -> "KeyRing":
+    def __add__(self, other: KeyRing) -> KeyRing:
         return KeyRing(self.keys + other.keys)
 
     def authenticate(self, secret: str | None) -> Principal | None:

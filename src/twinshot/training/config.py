@@ -249,13 +249,13 @@ class TrainConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return from_dict(cls, data)
 
     def to_toml(self) -> str:
         return toml.dumps(self.to_dict())
 
-    def replace(self, **overrides: Any) -> "TrainConfig":
+    def replace(self, **overrides: Any) -> TrainConfig:
         """A copy with dotted-key overrides: ``cfg.replace(**{"run.epochs": 3})``."""
         return apply_overrides(self, overrides)
 

@@ -30,7 +30,8 @@ def resolve_source(source: str | Path, *, base: Path | None = None) -> Path:
         if alt.exists():
             return alt.resolve()
         tried.append(str(alt.resolve()))
-    raise DataError(f"dataset not found: {source} (looked at {' and '.join(dict.fromkeys(tried))}); pass --data PATH")
+    raise DataError(f"dataset not found: {source} (looked at {' and '.join(dict.fromkeys(tried))}); "
+                    "set data.sources to the folder or zip of the dataset")
 
 
 def merge_datasets(datasets: list[LabelledImages]) -> LabelledImages:

@@ -7,9 +7,10 @@ from typing import Any, Protocol
 
 
 class Reporter(Protocol):
-    """Receives the trainer's events."""
+    """Receives the trainer's events. ``deadline``: when a time budget will stop the run
+    (a ``time.perf_counter()`` value), or None."""
 
-    def start(self, total_steps: int, completed: int) -> None: ...
+    def start(self, total_steps: int, completed: int, deadline: float | None = None) -> None: ...
 
     def step(self, step: int, loss: float, images_per_s: float) -> None: ...
 
@@ -21,7 +22,7 @@ class Reporter(Protocol):
 class SilentReporter:
     """Shows nothing (tests, ``progress=False``)."""
 
-    def start(self, total_steps: int, completed: int) -> None:
+    def start(self, total_steps: int, completed: int, deadline: float | None = None) -> None:
         pass
 
     def step(self, step: int, loss: float, images_per_s: float) -> None:
@@ -32,6 +33,38 @@ class SilentReporter:
 
     def stop(self) -> None:
         pass
+
+
+def remaining_seconds(steps_left: float, steps_per_s: float | None, deadline: float | None, now: float) -> float | None:
+    """Seconds until the run ends: the steps left at the current speed, or the time budget's
+    deadline if that comes first (None when neither is known yet)."""
+    by_steps = steps_left / steps_per_s if steps_per_s else None
+    by_budget = max(0.0, deadline - now) if deadline is not None else None
+    known = [t for t in (by_steps, by_budget) if t is not None]
+    return min(known) if known else None
+
+
+def budget_eta_column(deadline: float | None) -> Any:
+    """rich's time-remaining column, capped by the time budget's ``deadline``."""
+    import time
+
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class _BudgetEta(TimeRemainingColumn):
+        def render(self, task: Any) -> Text:
+            if task.finished:
+                return super().render(task)
+            left = remaining_seconds(
+                (task.total or 0) - task.completed, task.speed, deadline, time.perf_counter()
+            )
+            if left is None:
+                return Text("-:--:--", style="progress.remaining")
+            minutes, seconds = divmod(int(left), 60)
+            hours, minutes = divmod(minutes, 60)
+            return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+    return _BudgetEta()
 
 
 class RichReporter:
@@ -46,8 +79,8 @@ class RichReporter:
         self._progress: Any = None
         self._task: Any = None
 
-    def start(self, total_steps: int, completed: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    def start(self, total_steps: int, completed: int, deadline: float | None = None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -57,7 +90,7 @@ class RichReporter:
             TextColumn("{task.fields[ips]} img/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
-            TimeRemainingColumn(),
+            budget_eta_column(deadline),
             console=self.console,
             transient=False,
         )
@@ -70,9 +103,9 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(text, highlight=False)
+            self._progress.console.print(text, highlight=False, soft_wrap=True)
         else:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._progress is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,16 +136,46 @@ def model_spec(config: TrainConfig) -> Any:
     return ModelSpec(m.encoder, dict(m.encoder_params), m.head, dict(m.head_params), preprocessing)
 
 
-def _check_validation(config: TrainConfig, val: Any) -> None:
-    v = config.validation
-    if v.within_group:
-        sizes = torch.bincount(val.class_groups, minlength=len(val.group_names))
-        if int(sizes.max()) < v.n_way:
-            raise ConfigError(
-                f"validation: no held-out group has {v.n_way} classes for within-group episodes "
-                f"(largest {int(sizes.max())}); lower validation.n_way, set validation.within_group=false "
-                f"or hold out more (data.val)"
-            )
+#: What a run writes before its first checkpoint: a directory holding only these is a run
+#: that failed early (nothing to resume), and a new run may take its place.
+_EARLY_FILES = {CONFIG, "metrics.csv", "epochs.csv", "summary.json", "training.png"}
+
+
+def _pin_sources(config: TrainConfig) -> TrainConfig:
+    """Record the user's own relative data sources as absolute paths, so that the run's
+    ``config.toml`` (``--resume``, ``evaluate heldout``) finds them from any directory.
+    Sources relative to the repository root (the presets' ``../shared/datasets/...``) are
+    kept as written."""
+    from twinshot.training.data import REPO_ROOT
+
+    pinned = []
+    for source in config.data.sources:
+        path = Path(source).expanduser()
+        if not path.is_absolute() and path.exists() and (REPO_ROOT / path).resolve() != path.resolve():
+            source = str(path.resolve())
+        pinned.append(source)
+    if pinned == list(config.data.sources):
+        return config
+    return apply_overrides(config, {"data.sources": pinned})
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    """``run_dir`` may hold a new run: absent, empty, or left by a run that stopped before
+    its first checkpoint (then it is cleared)."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise TwinshotError(f"{run_dir} exists and is not a directory; choose another --out")
+    names = {p.name for p in run_dir.iterdir()}
+    if not names:
+        return
+    if names <= _EARLY_FILES and CONFIG in names:
+        for name in names:
+            (run_dir / name).unlink()
+        return
+    if checkpoint_dir(run_dir, "last") is not None:
+        raise TwinshotError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    raise TwinshotError(f"{run_dir} already exists and is not empty; choose another --out")
 
 
 def train(
@@ -212,8 +243,8 @@ def train(
             raise ConfigError("no config given")
         if overrides:
             config = apply_overrides(config, overrides)
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise TwinshotError(f"{run_dir} already exists and is not empty; choose another --out or --resume it")
+        _check_new_run_dir(run_dir)
+        config = _pin_sources(config)
     assert config is not None
     if config.run.epochs < 1 or config.run.steps_per_epoch < 1:
         raise ConfigError("run.epochs and run.steps_per_epoch must be >= 1")
@@ -239,8 +270,9 @@ def train(
 
     if data is None:
         data = prepare_data(config.data, spec.preprocessing, progress=progress)
-    if data.val is not None:
-        _check_validation(config, data.val)
+    from twinshot.training.preflight import check_sizes, held_out_names
+
+    check_sizes(config, batch_kind, data.train, data.val)
     sampler = _make_sampler(config, batch_kind, data.train)
     context = BatchContext(
         data.train.images, data.train.labels, spec.preprocessing, augment,
@@ -269,7 +301,7 @@ def train(
             "sources": list(config.data.sources),
             "train_classes": data.train.n_classes,
             "train_images": len(data.train),
-            "val_groups": [] if data.val is None else list(data.val.group_names),
+            **held_out_names(config.data.split_by, data.val),
             "val_classes": 0 if data.val is None else data.val.n_classes,
         },
         "precision": precision,
@@ -280,16 +312,37 @@ def train(
         config=config, run_dir=run_dir, validate=validate, generators={"augmentation": aug_generator},
         reporter=reporter, callbacks=callbacks, run_start=run_start, extra=run_extra,
     )
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fit_and_finish(trainer, saved_state, config, data, run_dir, reporter, LOSSES, calibrate_head, plot_run)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        if checkpoint_dir(run_dir, "last") is None:
+            if created:  # nothing resumable: leave no directory that blocks the same --out
+                shutil.rmtree(run_dir, ignore_errors=True)
+        elif isinstance(exc, TwinshotError):
+            raise TwinshotError(f"{exc} (the run can continue with: twinshot train --resume {run_dir})") from exc
+        raise
+
+
+def _fit_and_finish(
+    trainer: Any, saved_state: Any, config: TrainConfig, data: Any, run_dir: Path, reporter: Any,
+    LOSSES: Any, calibrate_head: Any, plot_run: Any,
+) -> TrainResult:
+    """Fit (or continue), then pick and calibrate the best model, plot and summarise."""
     if saved_state is not None:
         trainer.load_state_dict(saved_state)
         reporter.message(f"resuming {run_dir} at step {trainer.state.step} (epoch {trainer.state.epoch})")
     else:
         save_config(config, run_dir / CONFIG)
         if data.val is not None:
+            from twinshot.training.preflight import describe_held_out
+
             reporter.message(
-                f"data: {data.train.n_classes} training classes ({len(data.train)} images), "
-                f"{data.val.n_classes} validation classes in {len(data.val.group_names)} held-out group(s)"
+                f"data: {data.train.n_classes} training classes ({len(data.train)} images); "
+                + describe_held_out(config.data.split_by, data.val)
             )
     state = trainer.fit(resume_step=trainer.state.step if saved_state is not None else None)
 

@@ -56,9 +56,9 @@ class Callback(Protocol):
     """Hooks called by :meth:`Trainer.fit`; either may raise ``KeyboardInterrupt`` to
     interrupt the run as Ctrl-C would."""
 
-    def on_step_end(self, trainer: "Trainer") -> None: ...
+    def on_step_end(self, trainer: Trainer) -> None: ...
 
-    def on_epoch_end(self, trainer: "Trainer") -> None: ...
+    def on_epoch_end(self, trainer: Trainer) -> None: ...
 
 
 @dataclass
@@ -264,7 +264,9 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_sigint)
             handler_installed = True
-        self.reporter.start(cfg.total_steps, s.step)
+        budget = cfg.run.time_budget
+        deadline = time.perf_counter() + (budget - self.elapsed()) if budget > 0 else None
+        self.reporter.start(cfg.total_steps, s.step, deadline=deadline)
         try:
             while s.epoch < cfg.run.epochs and not s.stopped:
                 self._run_epoch()

@@ -1,0 +1,86 @@
+"""Before the first step: does the split have enough classes (and images per class) for
+the training sampler and for validation? Every problem is reported at once, naming the
+config keys to change (``--set section.key=value``) and the largest value that fits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from twinshot.errors import ConfigError
+
+
+def _fits(data: Any, need: int, within_group: bool) -> int:
+    """How many classes with at least ``need`` images one batch can draw: all of them, or
+    (``within_group``) those of the largest group."""
+    counts = torch.bincount(data.labels, minlength=data.n_classes)
+    ok = counts >= need
+    if not within_group:
+        return int(ok.sum())
+    groups = data.class_groups[ok]
+    return int(torch.bincount(groups).max()) if len(groups) else 0
+
+
+def check_sizes(config: Any, batch_kind: str, train: Any, val: Any | None) -> None:
+    """Raise one :class:`ConfigError` listing every sampler or validation size that the
+    split cannot fill; do nothing when all fit.
+
+    Args:
+        config: the run's :class:`~twinshot.training.config.TrainConfig`.
+        batch_kind: the loss's batch kind ("pairs", "triplets", "labelled", "episode").
+        train, val: the training and validation parts (``LabelledImages``; ``val`` may be None).
+    """
+    s, v = config.sampler, config.validation
+    problems: list[str] = []
+    grp = " (or --set sampler.within_group=false)" if s.within_group else ""
+    if batch_kind == "episode":
+        need, have = s.n_shot + s.n_query, _fits(train, s.n_shot + s.n_query, s.within_group)
+        if have < s.n_way:
+            problems.append(
+                f"sampler.n_way = {s.n_way} but {'one training group' if s.within_group else 'the training split'} "
+                f"has only {have} classes with >= {need} images (sampler.n_shot + sampler.n_query); "
+                f"try --set sampler.n_way={max(have, 2)}{grp}"
+            )
+    elif batch_kind == "labelled":
+        have = _fits(train, s.n_per_class, s.within_group)
+        if have < s.n_classes:
+            problems.append(
+                f"sampler.n_classes = {s.n_classes} but {'one training group' if s.within_group else 'the training split'} "
+                f"has only {have} classes with >= {s.n_per_class} images (sampler.n_per_class); "
+                f"try --set sampler.n_classes={max(have, 2)}{grp}"
+            )
+    elif batch_kind in ("pairs", "triplets") and _fits(train, 2, False) < 2:
+        problems.append("pairs and triplets need at least 2 training classes with >= 2 images each")
+    if val is not None:
+        need = v.n_shot + v.n_query
+        have = _fits(val, need, v.within_group)
+        if have < v.n_way:
+            vgrp = " or --set validation.within_group=false" if v.within_group else ""
+            problems.append(
+                f"validation.n_way = {v.n_way} but {'one held-out group' if v.within_group else 'the held-out split'} "
+                f"has only {have} classes with >= {need} images (validation.n_shot + validation.n_query); "
+                f"try --set validation.n_way={max(have, 2)}{vgrp}, or hold out more with --set data.val=N"
+            )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def held_out_names(split_by: str, val: Any | None) -> dict[str, list[str]]:
+    """What a run held out, for its ``model.json``: ``{"val_groups": [...], "val_class_names": [...]}``.
+
+    ``val_groups`` lists named groups only (a flat folder of classes has one unnamed group,
+    which is not a held-out group)."""
+    if val is None:
+        return {"val_groups": [], "val_class_names": []}
+    groups = sorted({val.group_names[int(g)] for g in val.class_groups.tolist()} - {""})
+    return {"val_groups": groups if split_by == "group" else [], "val_class_names": list(val.class_names)}
+
+
+def describe_held_out(split_by: str, val: Any, limit: int = 12) -> str:
+    """One line: ``held out 5 classes for validation: s1, s4, ...`` (or the groups)."""
+    names = held_out_names(split_by, val)
+    shown, what = (names["val_groups"], "groups") if names["val_groups"] else (names["val_class_names"], "classes")
+    text = ", ".join(shown[:limit]) + (f", ... ({len(shown) - limit} more)" if len(shown) > limit else "")
+    extra = f" ({val.n_classes} classes)" if what == "groups" else ""
+    return f"held out {len(shown)} {what}{extra} for validation: {text}"
