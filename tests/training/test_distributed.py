@@ -30,7 +30,7 @@ LOSS_RTOL = 1e-4
 
 
 def _no_dropout(folder: Path) -> Any:
-    return tiny_config(folder, **{"model.encoder_params": {"widths": [8, 8], "embedding_dim": 16, "dropout": 0.0}})
+    return tiny_config(folder, **{"model.encoder_params": {"widths": [8, 8], "embedding_dim": 16, "dropout": 0.0}, "run.precision": "fp32"})
 
 
 @pytest.fixture(scope="module")

@@ -174,6 +174,12 @@ def train(
         data: an already loaded and split :class:`twinshot.training.data.RunData` to use
             instead of loading ``config.data`` (the caller keeps them consistent).
 
+    Inside a ``torch.distributed`` process group (torchrun, or
+    :func:`twinshot.training.distributed.distributed_session`) every process calls this
+    with the same arguments and the run is data-parallel: each embeds its shard of the
+    global batch under DDP, and only rank 0 reads and writes ``run_dir`` (see
+    :mod:`twinshot.training.distributed`).
+
     Returns:
         A :class:`TrainResult`; ``stopped == "interrupted"`` after Ctrl-C (the run can
         be resumed).
