@@ -220,6 +220,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not self.training or _world_size() == 1:
             return super().forward(x)
         self._check_input_dim(x)
+        dtype = x.dtype  # bfloat16 under autocast: the statistics are computed in float32
+        x = x.float()
         c = x.shape[1]
         dims = (0, 2, 3)
         local = torch.cat([x.sum(dims), x.new_full((1,), float(x.numel() // c))])
@@ -238,7 +240,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                 n = float(count)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * (n / max(n - 1, 1.0)), alpha=m)
-        return y
+        return y.to(dtype)
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:
