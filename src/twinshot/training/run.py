@@ -191,10 +191,10 @@ def train(
     from twinshot.training.batches import BatchContext, step_function
     from twinshot.training.calibrate import calibrate_head
     from twinshot.training.data import prepare_data
+    from twinshot.training.distributed import DistContext
     from twinshot.training.optim import build_optimizer, build_scheduler
     from twinshot.training.plot import plot_run
     from twinshot.training.progress import RichReporter, SilentReporter
-    from twinshot.training.distributed import DistContext
     from twinshot.training.trainer import Trainer
 
     run_start = time.perf_counter()
