@@ -36,6 +36,17 @@ class InterruptAt:
             raise KeyboardInterrupt
 
 
+class RequestStopAt:
+    """Asks this rank alone to stop (as Ctrl-C on one process would) at ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer: Any) -> None:
+        if trainer.state.step == self.step:
+            trainer._interrupt_requested = True
+
+
 def run_dir(root: Path, name: str, rank: int) -> Path:
     """Rank 0 writes under root/name; other ranks are given root/rankR/name, which must
     stay absent (only rank 0 writes)."""
@@ -60,6 +71,8 @@ def worker(rank: int, world_size: int, root: str, jobs: list[dict[str, Any]]) ->
             callbacks: list[Any] = [recorder]
             if job.get("interrupt_at"):
                 callbacks.append(InterruptAt(job["interrupt_at"]))
+            if job.get("stop_rank") == rank:
+                callbacks.append(RequestStopAt(job["stop_at"]))
             try:
                 result = train(
                     job.get("config"), run_dir(root_path, job["name"], rank), resume=job.get("resume", False),

@@ -46,6 +46,7 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> dict[
         {"label": "part", "name": "part", "config": tiny_config(tiny_data), "interrupt_at": 4},
         {"label": "resume", "name": "part", "resume": True},
         {"label": "missing", "name": "missing", "resume": True},
+        {"label": "agree", "name": "agree", "config": _no_dropout(tiny_data), "stop_rank": 1, "stop_at": 2},
     ]
     mp.spawn(worker, args=(2, str(root), jobs), nprocs=2, join=True)
     outs = [torch.load(root / f"out{r}.pt", weights_only=False) for r in range(2)]
@@ -102,6 +103,16 @@ def test_rank_0_errors_reach_every_rank(ddp_runs: dict[str, Any]) -> None:
     for rank in ("rank0", "rank1"):
         error = ddp_runs[rank]["missing"]["error"]
         assert "not a training run" in error and "missing" in error
+
+
+def test_a_stop_on_one_rank_stops_all_at_the_same_step(ddp_runs: dict[str, Any]) -> None:
+    """Ctrl-C (or SIGTERM) seen by rank 1 only: both ranks stop after the same step and
+    rank 0 writes a resumable last/."""
+    for rank in ("rank0", "rank1"):
+        assert ddp_runs[rank]["agree"]["stopped"] == "interrupted"
+        assert ddp_runs[rank]["agree"]["steps"] == 2
+    state = torch.load(ddp_runs["root"] / "agree" / "last" / "trainer_state.pt", weights_only=True)
+    assert state["state"]["step"] == 2 and state["distributed"]["world_size"] == 2
 
 
 def test_shards_and_config() -> None:
