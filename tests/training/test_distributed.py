@@ -21,7 +21,8 @@ from tests.training._ddp_worker import LossRecorder
 from tests.training._helpers import tiny_config
 from twinshot.errors import ConfigError
 from twinshot.training import train
-from twinshot.training.distributed import DistributedConfig, shard_sizes
+from twinshot.training.collectives import shard_sizes
+from twinshot.training.distributed import DistributedConfig
 from twinshot.training.metrics import read_csv
 
 #: float32 agreement of 1 vs 2 processes: the shards' gradients are summed in another order
