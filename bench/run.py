@@ -28,6 +28,9 @@ Sections (``--skip`` takes their names, comma-separated):
    and faiss flat, and within 1.5x of the bare matrix product; HNSW p50 <= 1 ms per query at
    recall@10 >= 0.99 at 1M.
 5. ``enrollment``: identities/s into a persisted gallery, one image each.
+6. ``ddp``: data-parallel training throughput, 1 process vs 2 processes (DDP over gloo) on
+   this machine (:mod:`bench.ddp_bench`); a record, with no goal: on 2 cores the point of
+   2 processes is correctness, not speed.
 
 Every figure is a median over repeats with its spread (quartiles, min, max). Each goal is
 marked met or not met; a goal not met carries a note on what limits it. Markdown fragments
@@ -51,7 +54,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("training", "accuracy", "embedding", "gallery", "enrollment")
+SECTIONS = ("training", "accuracy", "embedding", "gallery", "enrollment", "ddp")
 #: Where an omniglot preset run is looked for (its epochs.csv gives time to accuracy).
 RUN_CANDIDATES = ("runs/omniglot", "runs/omniglot-preset", "src/twinshot/pretrained/omniglot")
 
@@ -272,6 +275,14 @@ def run_enrollment(s: dict[str, Any]) -> dict[str, Any]:
     return {"model": name, "inference": default_engine(model), "rows": rows}
 
 
+def run_ddp(s: dict[str, Any]) -> dict[str, Any]:
+    from bench import ddp_bench
+
+    tiny = s["data"] is not None
+    return ddp_bench.run(steps=3 * s["train_steps"], warmup=min(10, s["train_steps"]), repeats=2 if s["train_repeats"] >= 5 else 1,
+                         tiny=tiny, data=ddp_bench.TINY_DATA if tiny else ddp_bench.DATA)
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -489,6 +500,15 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines += [_section_note(en), ""]
 
+    d = sec.get("ddp")
+    lines += ["## 6. Data-parallel training (DDP)", ""]
+    if d and "error" not in d and "skipped" not in d:
+        from bench.ddp_bench import markdown_lines
+
+        lines += markdown_lines(d)
+    else:
+        lines += [_section_note(d), ""]
+
     lines += ["## Other measurements", "",
               "<!-- bench/run.py includes every docs/benchmarks_*.md fragment here (e.g. the HTTP service load test). -->", ""]
     fragments = report.get("fragments", [])
@@ -606,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "embedding": lambda: run_embedding(s),
             "gallery": lambda: run_gallery(s, workdir, fresh_process=mode != "tiny"),
             "enrollment": lambda: run_enrollment(s),
+            "ddp": lambda: run_ddp(s),
         }
         for name in SECTIONS:
             if name in args.skip_set:

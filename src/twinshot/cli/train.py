@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -44,6 +45,7 @@ def train(
     from twinshot.errors import ConfigError
     from twinshot.training import load_config
     from twinshot.training import train as run_training
+    from twinshot.training.distributed import DistributedConfig, distributed_session
 
     named = {
         "run.epochs": epochs,
@@ -70,24 +72,32 @@ def train(
         key, _, value = item.partition("=")
         overrides[key.strip()] = parse_value(value.strip())
 
-    if resume is not None:
-        if out is not None and Path(out) != Path(resume):
-            raise ConfigError("give either --out (a new run) or --resume RUN_DIR, not both")
-        if config is not None or preset is not None:
-            raise ConfigError("--resume uses the run's own config.toml; drop --config/--preset")
-        result = run_training(None, resume, resume=True, overrides=overrides or None, progress=not (quiet or json_out),
-                              extra={"resume_command": "twinshot " + " ".join(sys.argv[1:])})
-    else:
-        if out is None:
-            raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        cfg = load_config(config, preset=preset, overrides=overrides)
-        if config is None and preset is None and "data.sources" not in overrides and not quiet:
-            typer.echo(
-                f"note: no --preset, --config or --data: training on the default data, Omniglot "
-                f"({', '.join(cfg.data.sources)})", err=True,
-            )
-        result = run_training(cfg, out, progress=not (quiet or json_out),
-                              extra={"command": "twinshot " + " ".join(sys.argv[1:]), "preset": preset})
+    # Under torchrun (its variables are set): one process of a data-parallel run.
+    distributed = DistributedConfig.from_torchrun(os.environ)
+    distributed_main = distributed is None or distributed.rank == 0
+    with distributed_session(distributed):
+        if resume is not None:
+            if out is not None and Path(out) != Path(resume):
+                raise ConfigError("give either --out (a new run) or --resume RUN_DIR, not both")
+            if config is not None or preset is not None:
+                raise ConfigError("--resume uses the run's own config.toml; drop --config/--preset")
+            result = run_training(None, resume, resume=True, overrides=overrides or None, progress=not (quiet or json_out),
+                                  extra={"resume_command": "twinshot " + " ".join(sys.argv[1:])})
+        else:
+            if out is None:
+                raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
+            cfg = load_config(config, preset=preset, overrides=overrides)
+            if config is None and preset is None and "data.sources" not in overrides and not quiet and distributed_main:
+                typer.echo(
+                    f"note: no --preset, --config or --data: training on the default data, Omniglot "
+                    f"({', '.join(cfg.data.sources)})", err=True,
+                )
+            result = run_training(cfg, out, progress=not (quiet or json_out),
+                                  extra={"command": "twinshot " + " ".join(sys.argv[1:]), "preset": preset})
+    if distributed is not None and distributed.rank != 0:  # rank 0 reports for the run
+        if result.interrupted:
+            raise typer.Exit(130)
+        return
 
     summary = result.to_dict()
     if json_out:

@@ -205,6 +205,12 @@ def train(
         data: an already loaded and split :class:`twinshot.training.data.RunData` to use
             instead of loading ``config.data`` (the caller keeps them consistent).
 
+    Inside a ``torch.distributed`` process group (torchrun, or
+    :func:`twinshot.training.distributed.distributed_session`) every process calls this
+    with the same arguments and the run is data-parallel: each embeds its shard of the
+    global batch under DDP, and only rank 0 reads and writes ``run_dir`` (see
+    :mod:`twinshot.training.distributed`).
+
     Returns:
         A :class:`TrainResult`; ``stopped == "interrupted"`` after Ctrl-C (the run can
         be resumed).
@@ -216,6 +222,7 @@ def train(
     from twinshot.training.batches import BatchContext, step_function
     from twinshot.training.calibrate import calibrate_head
     from twinshot.training.data import prepare_data
+    from twinshot.training.distributed import DistContext
     from twinshot.training.optim import build_optimizer, build_scheduler
     from twinshot.training.plot import plot_run
     from twinshot.training.progress import RichReporter, SilentReporter
@@ -223,28 +230,13 @@ def train(
 
     run_start = time.perf_counter()
     run_dir = Path(run_dir)
-    saved_state = None
-    if resume:
-        if not (run_dir / CONFIG).is_file():
-            raise TwinshotError(f"{run_dir}: not a training run (no {CONFIG}); nothing to resume")
-        config = load_config(run_dir / CONFIG)
-        if overrides:
-            keys = overrides if isinstance(overrides, dict) else dict(o.split("=", 1) for o in overrides if "=" in o)
-            bad = [k for k in keys if k.split(".")[0] not in RESUMABLE_SECTIONS]
-            if bad:
-                raise ConfigError(
-                    f"cannot change {', '.join(bad)} when resuming; only {', '.join(s + '.*' for s in RESUMABLE_SECTIONS)}"
-                )
-            config = apply_overrides(config, overrides)
-        saved_state = read_trainer_state(run_dir)
-        clean_temporaries(run_dir)
-    else:
-        if config is None:
-            raise ConfigError("no config given")
-        if overrides:
-            config = apply_overrides(config, overrides)
-        _check_new_run_dir(run_dir)
-        config = _pin_sources(config)
+    dctx = DistContext.current()  # None outside a torch.distributed process group
+    main = dctx is None or dctx.is_main  # only the main process touches run_dir
+    progress = progress and main
+    if dctx is None:
+        config, saved_state = _open_run(config, run_dir, resume, overrides)
+    else:  # rank 0 checks and reads the run directory; the others get its outcome
+        config, saved_state = dctx.from_rank0(lambda: _open_run(config, run_dir, resume, overrides))
     assert config is not None
     if config.run.epochs < 1 or config.run.steps_per_epoch < 1:
         raise ConfigError("run.epochs and run.steps_per_epoch must be >= 1")
@@ -254,7 +246,8 @@ def train(
 
     precision = resolve_precision(config.run.precision)
 
-    torch.set_num_threads(config.run.threads or available_cores())
+    cores = available_cores() if dctx is None else dctx.threads(available_cores())
+    torch.set_num_threads(config.run.threads or cores)
     reporter = RichReporter(console=console) if progress else SilentReporter()
 
     # Components (the config is checked against the registries before any data is read).
@@ -263,6 +256,8 @@ def train(
     spec = model_spec(config)
     torch.manual_seed(config.run.seed)
     model = build_training_model(config, spec)
+    if dctx is not None:  # global-batch BatchNorm, this rank's device and dropout seed
+        model = dctx.prepare_model(model, config.run.seed)
     aug_generator = torch.Generator().manual_seed(config.run.seed + 1)
     augment = _make_augment(config, aug_generator)
     optimizer = build_optimizer(config.optimizer, model)
@@ -295,6 +290,12 @@ def train(
 
         validate = episodes_accuracy
 
+    step_fn = step_function(batch_kind)
+    make_trainer: Any = Trainer
+    if dctx is not None:  # each rank embeds its shard of the global batch, under DDP
+        context, step_fn = dctx.wrap_step(model, loss, context, step_fn)
+        validate = None if validate is None else dctx.validate_on_rank0(validate)
+        make_trainer = dctx.trainer
     run_extra = {
         "trained_with": "twinshot train",
         "data": {
@@ -305,21 +306,23 @@ def train(
             "val_classes": 0 if data.val is None else data.val.n_classes,
         },
         "precision": precision,
+        **({"distributed": dctx.describe()} if dctx is not None else {}),
         **(extra or {}),
     }
-    trainer = Trainer(
-        model, loss, sampler, context, step_function(batch_kind), optimizer, scheduler,
+    trainer = make_trainer(
+        model, loss, sampler, context, step_fn, optimizer, scheduler,
         config=config, run_dir=run_dir, validate=validate, generators={"augmentation": aug_generator},
         reporter=reporter, callbacks=callbacks, run_start=run_start, extra=run_extra,
     )
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _fit_and_finish(trainer, saved_state, config, data, run_dir, reporter, LOSSES, calibrate_head, plot_run)
+        return _fit_and_finish(trainer, saved_state, config, data, run_dir, reporter, LOSSES, calibrate_head, plot_run, main)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        if checkpoint_dir(run_dir, "last") is None:
+        if main and checkpoint_dir(run_dir, "last") is None:
             if created:  # nothing resumable: leave no directory that blocks the same --out
                 shutil.rmtree(run_dir, ignore_errors=True)
         elif isinstance(exc, TwinshotError):
@@ -329,13 +332,13 @@ def train(
 
 def _fit_and_finish(
     trainer: Any, saved_state: Any, config: TrainConfig, data: Any, run_dir: Path, reporter: Any,
-    LOSSES: Any, calibrate_head: Any, plot_run: Any,
+    LOSSES: Any, calibrate_head: Any, plot_run: Any, main: bool = True,
 ) -> TrainResult:
     """Fit (or continue), then pick and calibrate the best model, plot and summarise."""
     if saved_state is not None:
         trainer.load_state_dict(saved_state)
         reporter.message(f"resuming {run_dir} at step {trainer.state.step} (epoch {trainer.state.epoch})")
-    else:
+    elif main:
         save_config(config, run_dir / CONFIG)
         if data.val is not None:
             from twinshot.training.preflight import describe_held_out
@@ -347,7 +350,7 @@ def _fit_and_finish(
     state = trainer.fit(resume_step=trainer.state.step if saved_state is not None else None)
 
     calibration = None
-    if state.stopped != "interrupted":
+    if state.stopped != "interrupted" and main:
         calibration = _finish(trainer, data, config, LOSSES, calibrate_head)
         plot_run(run_dir)
     result = TrainResult(
@@ -363,8 +366,39 @@ def _fit_and_finish(
         stopped=state.stopped,
         calibration=calibration,
     )
-    write_json(run_dir / "summary.json", result.to_dict())
+    if main:
+        write_json(run_dir / "summary.json", result.to_dict())
     return result
+
+
+def _open_run(
+    config: TrainConfig | None, run_dir: Path, resume: bool, overrides: dict[str, Any] | list[str] | None
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The run's config and, when resuming, its saved trainer state; checks ``run_dir``."""
+    saved_state = None
+    if resume:
+        if not (run_dir / CONFIG).is_file():
+            raise TwinshotError(f"{run_dir}: not a training run (no {CONFIG}); nothing to resume")
+        config = load_config(run_dir / CONFIG)
+        if overrides:
+            keys = overrides if isinstance(overrides, dict) else dict(o.split("=", 1) for o in overrides if "=" in o)
+            bad = [k for k in keys if k.split(".")[0] not in RESUMABLE_SECTIONS]
+            if bad:
+                raise ConfigError(
+                    f"cannot change {', '.join(bad)} when resuming; only {', '.join(s + '.*' for s in RESUMABLE_SECTIONS)}"
+                )
+            config = apply_overrides(config, overrides)
+        saved_state = read_trainer_state(run_dir)
+        clean_temporaries(run_dir)
+    else:
+        if config is None:
+            raise ConfigError("no config given")
+        if overrides:
+            config = apply_overrides(config, overrides)
+        _check_new_run_dir(run_dir)
+        config = _pin_sources(config)
+    assert config is not None
+    return config, saved_state
 
 
 def _finish(trainer: Any, data: Any, config: TrainConfig, losses: Any, calibrate_head: Any) -> dict[str, Any] | None:

@@ -242,6 +242,10 @@ class Trainer:
             extra=self.extra,
         )
 
+    def _open_logger(self, resume_step: int | None) -> MetricsLogger:
+        """The run's metrics files (a hook: a distributed run's other ranks write none)."""
+        return MetricsLogger(self.run_dir, resume_step=resume_step)
+
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._interrupt_requested:
             raise KeyboardInterrupt
@@ -259,7 +263,7 @@ class Trainer:
         """
         cfg = self.config
         s = self.state
-        self.logger = MetricsLogger(self.run_dir, resume_step=resume_step)
+        self.logger = self._open_logger(resume_step)
         handler_installed = False
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_sigint)
