@@ -69,8 +69,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         chips.tofile(tmp / "chips.u8")
-        tasks = [{"net": "recognition", "raw": str(tmp / "chips.u8"), "shape": list(chips.shape)}]
+        photos_arr = np.stack(photos)  # (N, 250, 250, 3)
+        photos_arr.tofile(tmp / "photos.u8")
+        crops = np.stack([p[60:190, 65:185] for p in photos])  # (N, 130, 120, 3): not square
+        crops.tofile(tmp / "crops.u8")
+        scene = np.full((1, 360, 640, 3), 90, np.uint8)  # a wide scene, the face off-centre
+        scene[0, 80:330, 360:610] = photos[1]
+        scene.tofile(tmp / "scene.u8")
+        tasks = [
+            {"net": "detector", "raw": str(tmp / "scene.u8"), "shape": list(scene.shape), "inputSize": 416, "scoreThreshold": 0.5},
+            {"net": "recognition", "raw": str(tmp / "chips.u8"), "shape": list(chips.shape)},
+            {"net": "detector", "raw": str(tmp / "photos.u8"), "shape": list(photos_arr.shape), "inputSize": 416, "scoreThreshold": 0.5},
+            {"net": "landmarks", "raw": str(tmp / "crops.u8"), "shape": list(crops.shape)},
+        ]
         results = run_node(tasks, args.package, args.node_modules, tmp)
+    scene_js = results.pop(0)["outputs"][0]
     js = np.array(results[0]["outputs"], dtype=np.float64)
     with torch.no_grad():
         x = torch.from_numpy(chips).permute(0, 3, 1, 2).float() / 255.0
@@ -83,6 +96,21 @@ def main() -> None:
         ).max()),
         "descriptor_max_abs": float(np.abs(js).max()),
     }
+    from twinshot.faces.detector import TinyFaceDetector
+    from twinshot.faces.landmarks import FaceLandmarkNet
+
+    detector, marker = TinyFaceDetector(), FaceLandmarkNet()
+    box_diff, n_boxes, same_count = 0.0, 0, True
+    for photo, js_boxes in zip(photos + [scene[0]], results[1]["outputs"] + [scene_js]):
+        ours = [[b.x, b.y, b.width, b.height, b.score] for b in detector.detect(photo)]
+        same_count &= len(ours) == len(js_boxes)
+        for a, b in zip(ours, js_boxes):
+            box_diff = max(box_diff, float(np.abs(np.array(a) - np.array(b)).max()))
+            n_boxes += 1
+    report["detector"] = {"boxes": n_boxes, "same_number_of_boxes": bool(same_count), "max_abs_diff_px_or_score": box_diff}
+    lm_js = np.array(results[2]["outputs"], dtype=np.float64)
+    lm_ours = np.stack([marker.landmarks(c) for c in crops])
+    report["landmarks"] = {"points": int(lm_js.shape[0] * 68), "max_abs_diff_px": float(np.abs(lm_js - lm_ours).max())}
     print(json.dumps(report, indent=2))
 
 
