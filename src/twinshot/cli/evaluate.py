@@ -151,6 +151,7 @@ def lfw(
     pairs: str = typer.Argument(..., metavar="PAIRS", help="LFW pairs.txt (official format) or a CSV path1,path2,same[,fold]."),
     images: str = typer.Option(None, "--images", help="Folder of name/name_000N.jpg images (default: the pairs file's folder)."),
     cache: str = typer.Option(None, "--cache", help="Folder to keep the embeddings in (keyed by the model's fingerprint)."),
+    fallback_crop: float = typer.Option(None, "--fallback-crop", help="For a face-aligning model: embed an image with no face found from this centred fraction of it (e.g. 0.48) instead of failing; the number is reported."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per embedding batch."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
@@ -159,7 +160,10 @@ def lfw(
     from twinshot.evaluation import evaluate_lfw
     from twinshot.models import load_model
 
-    result = evaluate_lfw(load_model(model), pairs, images=images, cache=cache, batch_size=batch_size, progress=_show_progress(as_json))
+    result = evaluate_lfw(
+        load_model(model), pairs, images=images, cache=cache, fallback_crop=fallback_crop,
+        batch_size=batch_size, progress=_show_progress(as_json),
+    )
     if as_json:
         out = result.to_dict()
         out.update(model=str(model), pairs=str(pairs))
@@ -177,6 +181,8 @@ def lfw(
             + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in pooled.tar_at_far.items())
             + f"   ({pooled.n_genuine} same, {pooled.n_impostor} different pairs)"
         )
+    if result.no_face:
+        console.print(f"no face found in {len(result.no_face)} of {result.n_images} images (embedded from their centre crop)")
     console.print("fold  pairs  threshold  accuracy")
     for f in result.folds:
         console.print(f"{f.fold:>4}  {f.n_pairs:>5}  {f.threshold:>9.4f}  {100 * f.accuracy:>7.2f}%")

@@ -21,14 +21,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from twinshot.data.images import load_image
 from twinshot.errors import DataError
+from twinshot.evaluation.episodes import embed_dataset, track
 from twinshot.evaluation.pairs import Pair, read_pairs_csv
 from twinshot.evaluation.verification import DEFAULT_FARS, VerificationResult, embed_sources, verification_metrics
 from twinshot.models.siamese import SiameseNetwork
@@ -143,6 +145,8 @@ class LfwResult:
     standard_error: float
     folds: list[LfwFold] = field(default_factory=list)
     pooled: VerificationResult | None = None
+    n_images: int = 0
+    no_face: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -152,6 +156,9 @@ class LfwResult:
             "n_folds": len(self.folds),
             "n_pairs": sum(f.n_pairs for f in self.folds),
             "folds": [f.to_dict() for f in self.folds],
+            "n_images": self.n_images,
+            "n_no_face": len(self.no_face),
+            "no_face": list(self.no_face),
         }
         if self.pooled is not None:
             pooled = self.pooled.to_dict()
@@ -179,21 +186,46 @@ def lfw_protocol(scores: np.ndarray, same: np.ndarray, fold_of: np.ndarray, *, f
     return LfwResult(float(accs.mean()), se, folds, verification_metrics(scores, same, fars=fars))
 
 
-def _cached_embeddings(model: SiameseNetwork, paths: list[str], cache: Path | None, batch_size: int, progress: bool) -> torch.Tensor:
+def _embed(model: SiameseNetwork, paths: list[str], fallback_crop: float | None, batch_size: int, progress: bool) -> tuple[torch.Tensor, list[str]]:
+    """Embed images; with ``fallback_crop``, an image where the aligner finds no face is
+    embedded from its centre crop instead (and named in the returned list)."""
+    if fallback_crop is None or not model.preprocessing.align:
+        return embed_sources(model, paths, batch_size=batch_size, progress=progress), []
+    fallback = replace(model.preprocessing, align="", crop=fallback_crop)
+    no_face: list[str] = []
+    chunks = []
+    for i in track(range(0, len(paths), batch_size), total=-(-len(paths) // batch_size), description="aligning and embedding", enabled=progress):
+        batch = []
+        for path in paths[i : i + batch_size]:
+            try:
+                batch.append(load_image(path, model.preprocessing))
+            except DataError as exc:
+                if "no face found" not in str(exc):
+                    raise
+                no_face.append(path)
+                batch.append(load_image(path, fallback))
+        chunks.append(embed_dataset(model, torch.stack(batch), batch_size=batch_size))
+    return torch.cat(chunks, 0), no_face
+
+
+def _cached_embeddings(
+    model: SiameseNetwork, paths: list[str], cache: Path | None, fallback_crop: float | None, batch_size: int, progress: bool
+) -> tuple[torch.Tensor, list[str]]:
     if cache is None:
-        return embed_sources(model, paths, batch_size=batch_size, progress=progress)
+        return _embed(model, paths, fallback_crop, batch_size, progress)
     from twinshot.models.io import fingerprint
 
-    key = hashlib.sha256((fingerprint(model) + "\n" + "\n".join(paths)).encode()).hexdigest()[:20]
-    file = Path(cache) / f"embeddings-{key}.npy"
+    key = hashlib.sha256(f"{fingerprint(model)}\n{fallback_crop}\n{chr(10).join(paths)}".encode()).hexdigest()[:20]
+    file = Path(cache) / f"embeddings-{key}.npz"
     if file.is_file():
-        return torch.from_numpy(np.load(file))
-    emb = embed_sources(model, paths, batch_size=batch_size, progress=progress)
+        with np.load(file) as data:
+            return torch.from_numpy(data["embeddings"]), data["no_face"].tolist()
+    emb, no_face = _embed(model, paths, fallback_crop, batch_size, progress)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp.npy")
-    np.save(tmp, emb.cpu().numpy())
+    tmp = file.with_name(file.name + ".tmp.npz")
+    np.savez(tmp, embeddings=emb.cpu().numpy(), no_face=np.array(no_face, dtype=str))
     os.replace(tmp, file)
-    return emb
+    return emb, no_face
 
 
 @torch.no_grad()
@@ -205,13 +237,16 @@ def evaluate_lfw(
     batch_size: int = 64,
     progress: bool = False,
     cache: str | os.PathLike | None = None,
+    fallback_crop: float | None = None,
     fars: Sequence[float] = DEFAULT_FARS,
 ) -> LfwResult:
     """The LFW protocol for ``model`` on a pairs file (see the module docstring).
 
     Each distinct image is decoded (with the model's preprocessing, alignment included) and
     embedded once; the score of a pair is the head's logit. ``cache`` is a folder where the
-    embeddings are kept, keyed by the model's fingerprint and the image list.
+    embeddings are kept, keyed by the model's fingerprint and the image list. For a model
+    that aligns faces, ``fallback_crop`` embeds an image where no face is found from its
+    centre crop (that fraction of each side) instead of failing; their number is reported.
 
     Raises:
         DataError: for a malformed pairs file or an unreadable image (named).
@@ -224,10 +259,11 @@ def evaluate_lfw(
         for q in (p.path1, p.path2):
             index.setdefault(os.fspath(q), len(index))
     paths = list(index)
-    emb = _cached_embeddings(model, paths, Path(cache) if cache is not None else None, batch_size, progress)
+    emb, no_face = _cached_embeddings(model, paths, Path(cache) if cache is not None else None, fallback_crop, batch_size, progress)
     i1 = torch.tensor([index[os.fspath(p.path1)] for p in pairs])
     i2 = torch.tensor([index[os.fspath(p.path2)] for p in pairs])
     emb = emb.to(next(model.parameters()).device)
     scores = torch.cat([model.head(emb[i1[k : k + 1024]], emb[i2[k : k + 1024]]) for k in range(0, len(pairs), 1024)])
     same = np.fromiter((p.same for p in pairs), dtype=bool, count=len(pairs))
-    return lfw_protocol(scores.double().cpu().numpy(), same, fold_of, fars=fars)
+    result = lfw_protocol(scores.double().cpu().numpy(), same, fold_of, fars=fars)
+    return replace(result, n_images=len(paths), no_face=no_face)
