@@ -72,9 +72,9 @@ def test_no_face_is_a_clear_error() -> None:
 def test_several_faces_use_the_largest_and_say_how_many(photo: Image.Image, caplog) -> None:
     if not OTHER.is_file():
         pytest.skip("LFW not found")
-    small = Image.open(OTHER).convert("RGB").resize((150, 150))
+    small = Image.open(OTHER).convert("RGB").resize((200, 200))
     scene = Image.new("RGB", (800, 400), (60, 60, 60))
-    scene.paste(small, (20, 120))
+    scene.paste(small, (20, 100))
     scene.paste(photo, (500, 80))
     with caplog.at_level(logging.WARNING, logger="twinshot.faces"):
         found = detect_and_align(scene, name="two.jpg")
