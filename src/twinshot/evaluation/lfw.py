@@ -31,6 +31,7 @@ import torch
 from twinshot.data.images import load_image
 from twinshot.errors import DataError
 from twinshot.evaluation.episodes import embed_dataset, track
+from twinshot.faces.align import NoFaceError
 from twinshot.evaluation.pairs import Pair, read_pairs_csv
 from twinshot.evaluation.verification import DEFAULT_FARS, VerificationResult, embed_sources, verification_metrics
 from twinshot.models.siamese import SiameseNetwork
@@ -199,9 +200,7 @@ def _embed(model: SiameseNetwork, paths: list[str], fallback_crop: float | None,
         for path in paths[i : i + batch_size]:
             try:
                 batch.append(load_image(path, model.preprocessing))
-            except DataError as exc:
-                if "no face found" not in str(exc):
-                    raise
+            except NoFaceError:
                 no_face.append(path)
                 batch.append(load_image(path, fallback))
         chunks.append(embed_dataset(model, torch.stack(batch), batch_size=batch_size))

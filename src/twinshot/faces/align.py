@@ -8,7 +8,7 @@ face, with dlib's padding of 0.25 around it: the chip dlib's ``get_face_chip_det
 150, 0.25)`` gives, on which its ResNet was trained (the face_recognition convention).
 Sampling is bilinear.
 
-An image with no face raises :class:`~twinshot.errors.DataError` ("no face found"); with
+An image with no face raises :class:`NoFaceError` (a :class:`~twinshot.errors.DataError`); with
 several, the largest is used and the number found is logged (logger ``twinshot.faces``).
 """
 
@@ -53,6 +53,10 @@ PADDING = 0.25
 #: faster), and its score threshold (face-api's default).
 DETECTOR_SIZES = (320, 416, 224, 160)
 SCORE_THRESHOLD = 0.5
+
+
+class NoFaceError(DataError):
+    """The face detector found no face in an image."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image"
         if boxes:
             break
     else:
-        raise DataError(f"{name}: no face found (tiny face detector at {'/'.join(map(str, DETECTOR_SIZES))} px, score > {SCORE_THRESHOLD})")
+        raise NoFaceError(f"{name}: no face found (tiny face detector at {'/'.join(map(str, DETECTOR_SIZES))} px, score > {SCORE_THRESHOLD})")
     box = max(boxes, key=lambda b: b.area)
     if len(boxes) > 1:
         log.warning("%s: %d faces found; using the largest", name, len(boxes))

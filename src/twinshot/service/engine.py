@@ -31,6 +31,7 @@ import torch
 
 from twinshot.data.images import load_image
 from twinshot.errors import DataError, TwinshotError
+from twinshot.faces.align import NoFaceError
 from twinshot.gallery import Gallery, describe
 from twinshot.gallery.embedding import embed_uint8
 from twinshot.gallery.results import Identification, finite
@@ -239,6 +240,8 @@ class Engine:
         image_size(upload.data, upload.name, self.limits.max_pixels)
         try:
             return load_image(upload.data, self.gallery.model.preprocessing, max_pixels=self.limits.max_pixels)
+        except NoFaceError:
+            raise ServiceError(422, "no_face", f"image {upload.name!r}: no face found") from None
         except DataError:
             raise ServiceError(422, "unreadable_image", f"image {upload.name!r} cannot be decoded (truncated or corrupt)") from None
 
