@@ -6,7 +6,9 @@ and warps the photo to a ``size x size`` chip by the similarity transform (rotat
 scale, translation; least squares) that puts the eye, nose and mouth landmarks on dlib's mean
 face, with dlib's padding of 0.25 around it: the chip dlib's ``get_face_chip_details(shape,
 150, 0.25)`` gives, on which its ResNet was trained (the face_recognition convention).
-Sampling is bilinear.
+Sampling is bilinear. The detector tries input sides 320, 416, 224 and 160 in turn; if none
+finds a face, the photo is framed by a grey border of half its size (a tightly cropped face,
+as in ORL, leaves the detector no context) and the sides are tried again.
 
 An image with no face raises :class:`NoFaceError` (a :class:`~twinshot.errors.DataError`); with
 several, the largest is used and the number found is logged (logger ``twinshot.faces``).
@@ -19,7 +21,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from twinshot.errors import DataError
 
@@ -130,14 +132,23 @@ def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image"
         DataError: ``"<name>: no face found"`` when the detector finds none.
     """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    arr = np.asarray(rgb, dtype=np.uint8)
     detector, marker = _models()
-    for side in DETECTOR_SIZES:
-        boxes = detector.detect(arr, side, SCORE_THRESHOLD)
+    boxes = []
+    for attempt in range(2):
+        if attempt == 1:  # a face filling the whole photo: give the detector some context
+            rgb = ImageOps.expand(rgb, border=max(rgb.size) // 2, fill=(128, 128, 128))
+        arr = np.asarray(rgb, dtype=np.uint8)
+        for side in DETECTOR_SIZES:
+            boxes = detector.detect(arr, side, SCORE_THRESHOLD)
+            if boxes:
+                break
         if boxes:
             break
     else:
-        raise NoFaceError(f"{name}: no face found (tiny face detector at {'/'.join(map(str, DETECTOR_SIZES))} px, score > {SCORE_THRESHOLD})")
+        raise NoFaceError(
+            f"{name}: no face found (tiny face detector at {'/'.join(map(str, DETECTOR_SIZES))} px, "
+            f"also with a border added, score > {SCORE_THRESHOLD})"
+        )
     box = max(boxes, key=lambda b: b.area)
     if len(boxes) > 1:
         log.warning("%s: %d faces found; using the largest", name, len(boxes))
