@@ -32,7 +32,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 
 #: Face aligners :attr:`Preprocessing.align` may name (``""``: none).
-ALIGNERS = ("", "face-api")
+ALIGNERS = ("", "face-api", "face-api-centre")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class Preprocessing:
         crop: keep this centred fraction of each side before resizing (1.0: the whole image).
         align: the name of a face aligner (``"face-api"``: detect the largest face, find its
             68 landmarks, warp it to ``size`` by a similarity transform; see
-            :mod:`twinshot.faces.align`), or ``""`` for none. It replaces ``crop`` and resize.
+            :mod:`twinshot.faces.align`; ``"face-api-centre"``: the face nearest the centre),
+            or ``""`` for none. It replaces ``crop`` and resize.
     """
 
     size: tuple[int, int] = (105, 105)

@@ -80,6 +80,12 @@ def test_several_faces_use_the_largest_and_say_how_many(photo: Image.Image, capl
         found = detect_and_align(scene, name="two.jpg")
     assert found.n_faces == 2 and found.box[0] > 450
     assert "two.jpg: 2 faces found; using the largest" in caplog.text
+    # LFW's convention: the face nearest the centre (here the small one, moved to the middle)
+    scene = Image.new("RGB", (800, 400), (60, 60, 60))
+    scene.paste(small, (300, 100))
+    scene.paste(photo, (550, 80))
+    centred = detect_and_align(scene, pick="centre")
+    assert centred.n_faces == 2 and 250 < centred.box[0] < 500
 
 
 def test_preprocessing_validates_and_keeps_old_fingerprints() -> None:

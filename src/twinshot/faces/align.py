@@ -11,7 +11,8 @@ finds a face, the photo is framed by a grey border of half its size (a tightly c
 as in ORL, leaves the detector no context) and the sides are tried again.
 
 An image with no face raises :class:`NoFaceError` (a :class:`~twinshot.errors.DataError`); with
-several, the largest is used and the number found is logged (logger ``twinshot.faces``).
+several, the largest is used (``"face-api-centre"``: the one nearest the centre, as LFW's
+protocol labels it) and the number found is logged (logger ``twinshot.faces``).
 """
 
 from __future__ import annotations
@@ -125,8 +126,12 @@ def warp_chip(image: Image.Image, chip_to_image: np.ndarray, size: int) -> Image
     return image.transform((size, size), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR)
 
 
-def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image") -> AlignedFace:
-    """Detect the largest face in ``image`` and align it to a ``size x size`` chip.
+def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image", pick: str = "largest") -> AlignedFace:
+    """Detect a face in ``image`` and align it to a ``size x size`` chip.
+
+    Args:
+        pick: with several faces, ``"largest"`` (a door camera: the person in front) or
+            ``"centre"`` (the face nearest the image's centre: LFW's labelled face).
 
     Raises:
         DataError: ``"<name>: no face found"`` when the detector finds none.
@@ -149,10 +154,13 @@ def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image"
             f"{name}: no face found (tiny face detector at {'/'.join(map(str, DETECTOR_SIZES))} px, "
             f"also with a border added, score > {SCORE_THRESHOLD})"
         )
-    box = max(boxes, key=lambda b: b.area)
-    if len(boxes) > 1:
-        log.warning("%s: %d faces found; using the largest", name, len(boxes))
     height, width = arr.shape[:2]
+    if pick == "centre":
+        box = min(boxes, key=lambda b: (b.x + b.width / 2 - width / 2) ** 2 + (b.y + b.height / 2 - height / 2) ** 2)
+    else:
+        box = max(boxes, key=lambda b: b.area)
+    if len(boxes) > 1:
+        log.warning("%s: %d faces found; using the %s", name, len(boxes), "one nearest the centre" if pick == "centre" else "largest")
     # face-api's clipAtImageBorders, then floor
     x0, y0 = max(box.x, 0.0), max(box.y, 0.0)
     x1, y1 = min(box.x + box.width, float(width)), min(box.y + box.height, float(height))
@@ -168,8 +176,9 @@ def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image"
 
 def align_face(image: Image.Image, method: str, size: tuple[int, int], *, name: str = "image") -> Image.Image:
     """The hook of :func:`twinshot.preprocessing.decode_image_array`: the aligned RGB chip."""
-    if method != "face-api":
-        raise DataError(f"unknown face aligner {method!r}; valid: face-api")
+    picks = {"face-api": "largest", "face-api-centre": "centre"}
+    if method not in picks:
+        raise DataError(f"unknown face aligner {method!r}; valid: {', '.join(picks)}")
     if size[0] != size[1]:
         raise DataError(f"face alignment makes square chips; preprocessing size is {size[0]}x{size[1]}")
-    return detect_and_align(image, size[0], name=name).chip
+    return detect_and_align(image, size[0], name=name, pick=picks[method]).chip
