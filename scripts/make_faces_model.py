@@ -59,7 +59,7 @@ def main() -> None:
         "encoder_weights": "twinshot/faces/face_api/face_recognition.safetensors (@vladmandic/face-api 1.7.15, MIT; see PROVENANCE.json)",
         "calibration": {
             "pairs": len(kept), "same": int(same.sum()), "skipped_no_face": len(pairs) - len(kept), "scale": scale, "bias": bias,
-            "distance_at_p_0.5": -bias / scale,
+            "distance_at_p_0.5": bias / scale,
             "data": "LFW people outside pairs_dev.txt (folds 1-8): every same pair of those with 2+ images, 400 random different pairs",
         },
         "input": "RGB; a grey image is copied to the 3 channels. The largest face is detected, aligned to a 150x150 chip.",
