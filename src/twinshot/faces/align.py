@@ -139,9 +139,11 @@ def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image"
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     detector, marker = _models()
     boxes = []
+    border = 0
     for attempt in range(2):
         if attempt == 1:  # a face filling the whole photo: give the detector some context
-            rgb = ImageOps.expand(rgb, border=max(rgb.size) // 2, fill=(128, 128, 128))
+            border = max(rgb.size) // 2
+            rgb = ImageOps.expand(rgb, border=border, fill=(128, 128, 128))
         arr = np.asarray(rgb, dtype=np.uint8)
         for side in DETECTOR_SIZES:
             boxes = detector.detect(arr, side, SCORE_THRESHOLD)
@@ -171,7 +173,8 @@ def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image"
     target = points[list(POINTS)]
     transform = similarity_transform(chip_template(size), target)
     chip = warp_chip(rgb, transform, size)
-    return AlignedFace(chip, (box.x, box.y, box.width, box.height), points, len(boxes))
+    # box and landmarks in the caller's photo (without the border)
+    return AlignedFace(chip, (box.x - border, box.y - border, box.width, box.height), points - border, len(boxes))
 
 
 def align_face(image: Image.Image, method: str, size: tuple[int, int], *, name: str = "image") -> Image.Image:
