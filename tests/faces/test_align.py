@@ -96,3 +96,13 @@ def test_preprocessing_validates_and_keeps_old_fingerprints() -> None:
     assert "align" not in Preprocessing().to_dict() and "crop" not in Preprocessing().to_dict()
     p = Preprocessing(size=(150, 150), channels=3, align="face-api", crop=0.5)
     assert Preprocessing.from_dict(p.to_dict()) == p
+
+
+def test_a_tight_crop_is_found_with_a_border() -> None:
+    """ORL s2/1.pgm: a 92x112 crop the detector misses at every side until framed."""
+    orl = DATASETS / "orl_faces" / "s2" / "1.pgm"
+    if not orl.is_file():
+        pytest.skip("ORL not found")
+    found = detect_and_align(Image.open(orl))
+    x, y, w, h = found.box
+    assert -10 < x < 46 and -10 < y < 56 and found.chip.size == (150, 150)
