@@ -31,6 +31,8 @@ Sections (``--skip`` takes their names, comma-separated):
 6. ``ddp``: data-parallel training throughput, 1 process vs 2 processes (DDP over gloo) on
    this machine (:mod:`bench.ddp_bench`); a record, with no goal: on 2 cores the point of
    2 processes is correctness, not speed.
+7. ``faces``: faces/s through the shipped ``faces`` model, detect + align + encode, on
+   2 threads (:mod:`bench.face_bench`; LFW photos pasted into 640x480 frames). Goal: >= 30.
 
 Every figure is a median over repeats with its spread (quartiles, min, max). Each goal is
 marked met or not met; a goal not met carries a note on what limits it. Markdown fragments
@@ -54,7 +56,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("training", "accuracy", "embedding", "gallery", "enrollment", "ddp")
+SECTIONS = ("training", "accuracy", "embedding", "gallery", "enrollment", "ddp", "faces")
 #: Where an omniglot preset run is looked for (its epochs.csv gives time to accuracy).
 RUN_CANDIDATES = ("runs/omniglot", "runs/omniglot-preset", "src/twinshot/pretrained/omniglot")
 
@@ -283,6 +285,16 @@ def run_ddp(s: dict[str, Any]) -> dict[str, Any]:
                          tiny=tiny, data=ddp_bench.TINY_DATA if tiny else ddp_bench.DATA)
 
 
+def run_faces(mode: str) -> dict[str, Any]:
+    from bench import face_bench
+
+    frames, repeats = {"full": (60, 5), "quick": (20, 3), "tiny": (2, 1)}[mode]
+    try:
+        return face_bench.face_throughput(frames=frames, threads=2, repeats=repeats)
+    except FileNotFoundError as exc:
+        return {"skipped": str(exc)}
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -509,6 +521,18 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines += [_section_note(d), ""]
 
+    fa = sec.get("faces")
+    lines += ["## 7. Faces: detect + align + encode", ""]
+    if fa and "error" not in fa and "skipped" not in fa:
+        lines += [f"Shipped `faces` model, batch 1, {fa['threads']} threads, {fa['frames']} 640x480 frames with one LFW photo each "
+                  f"({fa['faces_found']} faces found); medians of {fa['repeats']} passes.", "",
+                  "| stage | per second |", "|---|---|",
+                  f"| detect + landmarks + align | {_fmt(fa['detect_align_per_s'], 1)} |",
+                  f"| encode (mirror-averaged) | {_fmt(fa['encode_per_s'], 1)} |",
+                  f"| **whole path** | **{_fmt(fa['faces_per_s'], 1)}** |", ""]
+    else:
+        lines += [_section_note(fa), ""]
+
     lines += ["## Other measurements", "",
               "<!-- bench/run.py includes every docs/benchmarks_*.md fragment here (e.g. the HTTP service load test). -->", ""]
     fragments = report.get("fragments", [])
@@ -552,6 +576,10 @@ def goal_rows(sections: dict[str, Any]) -> list[dict[str, Any]]:
             f"at {gg['hnsw_1m']['size']:,}: ef {best['ef_search']}, recall@10 {best['recall_at_10']:.3f}, "
             f"p50 {1e3 * best['twinshot_hnsw_s_per_query']['median']:.2f} ms")
         rows.append({"name": "approximate search at 1M", "target": gg["hnsw_1m"]["target"], "met": gg["hnsw_1m"]["met"], "result": res})
+    fa = sections.get("faces") or {}
+    if "goal" in fa:
+        rows.append({"name": "faces: detect + align + encode", "target": fa["goal"]["target"], "met": fa["goal"]["met"],
+                     "result": f"{fa['faces_per_s']:.1f} faces/s"})
     return rows
 
 
@@ -627,6 +655,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "gallery": lambda: run_gallery(s, workdir, fresh_process=mode != "tiny"),
             "enrollment": lambda: run_enrollment(s),
             "ddp": lambda: run_ddp(s),
+            "faces": lambda: run_faces(mode),
         }
         for name in SECTIONS:
             if name in args.skip_set:

@@ -45,6 +45,10 @@ MIN_CONTENT_FRACTION = 0.001
 _CONTENT_PIXELS = 1 << 20
 
 
+#: Face aligners :attr:`Preprocessing.align` may name (``""``: none).
+ALIGNERS = ("", "face-api", "face-api-centre")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How raw images become model input. Stored with every model and gallery.
@@ -56,6 +60,11 @@ class Preprocessing:
             dark ink on light paper (Omniglot, signatures) so that ink is the foreground
             (high values) and padding or background is zero.
         mean, std: after scaling to [0, 1], ``x = (x - mean) / std`` (same for every channel).
+        crop: keep this centred fraction of each side before resizing (1.0: the whole image).
+        align: the name of a face aligner (``"face-api"``: detect the largest face, find its
+            68 landmarks, warp it to ``size`` by a similarity transform; see
+            :mod:`twinshot.faces.align`; ``"face-api-centre"``: the face nearest the centre),
+            or ``""`` for none. It replaces ``crop`` and resize.
     """
 
     size: tuple[int, int] = (105, 105)
@@ -63,6 +72,8 @@ class Preprocessing:
     invert: bool = False
     mean: float = 0.0
     std: float = 1.0
+    crop: float = 1.0
+    align: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
@@ -72,10 +83,18 @@ class Preprocessing:
             raise DataError(f"preprocessing channels must be 1 or 3, got {self.channels}")
         if self.std <= 0:
             raise DataError(f"preprocessing std must be > 0, got {self.std}")
+        if not 0.0 < self.crop <= 1.0:
+            raise DataError(f"preprocessing crop must be in (0, 1], got {self.crop}")
+        if self.align not in ALIGNERS:
+            raise DataError(f"preprocessing align must be one of {', '.join(map(repr, ALIGNERS))}, got {self.align!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["size"] = list(self.size)
+        # fields added later are written only when set, so older models' fingerprints hold
+        for key, default in (("crop", 1.0), ("align", "")):
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
@@ -319,6 +338,14 @@ def decode_image_array(
             img = img.convert(mode)
         check_content(img, name)
         h, w = preprocessing.size
+        if preprocessing.align:
+            from twinshot.faces.align import align_face  # torch; only for face models
+
+            img = align_face(img, preprocessing.align, (h, w), name=name)
+        elif preprocessing.crop < 1.0:
+            cw, ch = (max(1, round(v * preprocessing.crop)) for v in img.size)
+            left, top = (img.size[0] - cw) // 2, (img.size[1] - ch) // 2
+            img = img.crop((left, top, left + cw, top + ch))
         if img.size != (w, h):
             img = img.resize((w, h), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)

@@ -76,13 +76,13 @@ def test_compact_encoder_rejects_bad_options() -> None:
 
 
 def test_registry_rejects_unknown_names_and_parameters_listing_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="valid: compact, koch"):
+    with pytest.raises(ConfigError, match="valid: compact, face-resnet, koch"):
         ENCODERS.build("resnet9000")
     with pytest.raises(ConfigError, match="unknown parameter.*widht.*valid:.*widths"):
         ENCODERS.build("compact", widht=3)
 
 
-SMALL = {"koch": {}, "compact": {"input_size": 28, "widths": (8, 8), "embedding_dim": 16}}
+SMALL = {"koch": {}, "face-resnet": {"pretrained": False}, "compact": {"input_size": 28, "widths": (8, 8), "embedding_dim": 16}}
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())

@@ -143,3 +143,46 @@ def verification(
         f"(at logit {result.eer_threshold:.3f}; {result.n_genuine} same, {result.n_impostor} different pairs)"
     )
     console.print("TAR at FAR: " + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in result.tar_at_far.items()))
+
+
+@app.command("lfw")
+def lfw(
+    model: str = typer.Argument(..., metavar="MODEL", help=_MODEL_HELP),
+    pairs: str = typer.Argument(..., metavar="PAIRS", help="LFW pairs.txt (official format) or a CSV path1,path2,same[,fold]."),
+    images: str = typer.Option(None, "--images", help="Folder of name/name_000N.jpg images (default: the pairs file's folder)."),
+    cache: str = typer.Option(None, "--cache", help="Folder to keep the embeddings in (keyed by the model's fingerprint)."),
+    fallback_crop: float = typer.Option(0.48, "--fallback-crop", help="For a face-aligning model: embed an image where no face is found from this centred fraction of it (LFW's faces are centred; 0.48 = 120 of 250 px) instead of failing; the number is reported. 0: fail instead."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per embedding batch."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """The LFW protocol: per fold, the threshold is chosen on the other folds; mean accuracy
+    +- standard error, AUC, EER and TAR at FAR 1e-2 / 1e-3 over all pairs, per-fold table."""
+    from twinshot.evaluation import evaluate_lfw
+    from twinshot.models import load_model
+
+    result = evaluate_lfw(
+        load_model(model), pairs, images=images, cache=cache, fallback_crop=fallback_crop if fallback_crop > 0 else None,
+        batch_size=batch_size, progress=_show_progress(as_json),
+    )
+    if as_json:
+        out = result.to_dict()
+        out.update(model=str(model), pairs=str(pairs))
+        _emit_json(out)
+        return
+    console = _console()
+    pooled = result.pooled
+    console.print(
+        f"[bold]accuracy {100 * result.accuracy:.2f}% ± {100 * result.standard_error:.2f}[/bold] "
+        f"(mean ± standard error over {len(result.folds)} folds, threshold from the other folds)"
+    )
+    if pooled is not None:
+        console.print(
+            f"AUC {pooled.auc:.4f}   EER {100 * pooled.eer:.2f}%   TAR at FAR: "
+            + ", ".join(f"{k}: {100 * v:.2f}%" for k, v in pooled.tar_at_far.items())
+            + f"   ({pooled.n_genuine} same, {pooled.n_impostor} different pairs)"
+        )
+    if result.no_face:
+        console.print(f"no face found in {len(result.no_face)} of {result.n_images} images (embedded from their centre crop)")
+    console.print("fold  pairs  threshold  accuracy")
+    for f in result.folds:
+        console.print(f"{f.fold:>4}  {f.n_pairs:>5}  {f.threshold:>9.4f}  {100 * f.accuracy:>7.2f}%")

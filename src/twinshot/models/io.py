@@ -132,6 +132,10 @@ def load_model(ref: str | os.PathLike) -> SiameseNetwork:
     except (OSError, Exception) as exc:  # safetensors raises its own error types
         raise TwinshotError(f"{directory / WEIGHTS}: cannot read the weights ({exc})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
+    if getattr(model.encoder, "packaged_weights", False):
+        # an encoder that loaded weights shipped with the package (face-resnet) may be
+        # saved without them: the model file then holds only what differs (the head)
+        missing = [k for k in missing if not k.startswith("encoder.")]
     if missing or unexpected:
         raise TwinshotError(
             f"{directory / WEIGHTS}: weights do not match {spec.encoder}/{spec.head} "

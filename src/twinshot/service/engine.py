@@ -31,6 +31,7 @@ import torch
 
 from twinshot.data.images import load_image
 from twinshot.errors import DamagedError, DataError, ReadOnlyError, StorageError, TwinshotError
+from twinshot.faces.align import NoFaceError
 from twinshot.gallery import Actor, Gallery, describe
 from twinshot.gallery.names import normalize_identity
 from twinshot.gallery.embedding import embed_uint8
@@ -261,6 +262,8 @@ class Engine:
         image_size(upload.data, upload.name, self.limits.max_pixels)
         try:
             return load_image(upload.data, self.gallery.model.preprocessing, max_pixels=self.limits.max_pixels)
+        except NoFaceError:
+            raise ServiceError(422, "no_face", f"image {upload.name!r}: no face found") from None
         except UnusableImageError as exc:  # blank, too elongated: decoded, but not a picture to compare
             raise ServiceError(422, exc.reason, f"image {upload.name!r}: {str(exc).split(': ', 1)[-1]}") from None
         except DataError:

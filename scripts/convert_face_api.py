@@ -1,0 +1,56 @@
+"""Convert the face-api nets twinshot uses into packaged safetensors, once.
+
+    cd /tmp/faceapi && npm pack @vladmandic/face-api@1.7.15 && tar xzf vladmandic-face-api-1.7.15.tgz
+    python scripts/convert_face_api.py /tmp/faceapi/package
+
+Writes ``src/twinshot/faces/face_api/{face_recognition,tiny_face_detector,face_landmark_68}.safetensors``
+(the tensors still uint8-quantised, with their scale and min, as the package stores them),
+``PROVENANCE.json`` (package, version, sha256 of every original file) and ``LICENSE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from twinshot.faces.weights import NETS, PACKAGED_DIR, read_face_api, write_packaged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("package", type=Path, help="the unpacked npm package (holds package.json and model/)")
+    args = parser.parse_args()
+    pkg = json.loads((args.package / "package.json").read_text())
+    PACKAGED_DIR.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    nets: dict[str, dict] = {}
+    for stem, out in NETS.items():
+        manifest = args.package / "model" / f"{stem}-weights_manifest.json"
+        tensors = read_face_api(manifest)
+        write_packaged(tensors, PACKAGED_DIR / f"{out}.safetensors")
+        for f in (manifest, manifest.parent / f"{stem}.bin"):
+            files[f"model/{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+        nets[out] = {
+            "tensors": len(tensors),
+            "parameters": int(sum(t.values.size for t in tensors.values())),
+            "quantised_uint8": sum(t.scale is not None for t in tensors.values()),
+        }
+        print(f"{stem}: {nets[out]}")
+    shutil.copy2(args.package / "LICENSE", PACKAGED_DIR / "LICENSE")
+    provenance = {
+        "package": pkg["name"],
+        "version": pkg["version"],
+        "licence": pkg.get("license", "MIT"),
+        "source": f"https://registry.npmjs.org/{pkg['name']}/-/{pkg['name'].split('/')[-1]}-{pkg['version']}.tgz",
+        "sha256": files,
+        "nets": nets,
+        "converted_by": "scripts/convert_face_api.py (tensors kept uint8 with scale/min; dequantised at load)",
+    }
+    (PACKAGED_DIR / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

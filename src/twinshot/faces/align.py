@@ -1,0 +1,187 @@
+"""Face detection + alignment: a camera photo in, the encoder's face chip out.
+
+:func:`align_face` (what :attr:`twinshot.preprocessing.Preprocessing.align` ``= "face-api"``
+runs) finds faces with the tiny face detector, keeps the largest, finds its 68 landmarks,
+and warps the photo to a ``size x size`` chip by the similarity transform (rotation, uniform
+scale, translation; least squares) that puts the eye, nose and mouth landmarks on dlib's mean
+face, with dlib's padding of 0.25 around it: the chip dlib's ``get_face_chip_details(shape,
+150, 0.25)`` gives, on which its ResNet was trained (the face_recognition convention).
+Sampling is bilinear. The detector tries input sides 320, 416, 224 and 160 in turn; if none
+finds a face, the photo is framed by a grey border of half its size (a tightly cropped face,
+as in ORL, leaves the detector no context) and the sides are tried again.
+
+An image with no face raises :class:`NoFaceError` (a :class:`~twinshot.errors.DataError`); with
+several, the largest is used (``"face-api-centre"``: the one nearest the centre, as LFW's
+protocol labels it) and the number found is logged (logger ``twinshot.faces``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from twinshot.errors import DataError
+
+log = logging.getLogger("twinshot.faces")
+
+#: dlib's mean face (``get_face_chip_details``): x, y of landmarks 17..67 in [0, 1].
+MEAN_FACE_X = (
+    0.000213256, 0.0752622, 0.18113, 0.29077, 0.393397, 0.586856, 0.689483, 0.799124,
+    0.904991, 0.98004, 0.490127, 0.490127, 0.490127, 0.490127, 0.36688, 0.426036,
+    0.490127, 0.554217, 0.613373, 0.121737, 0.187122, 0.265825, 0.334606, 0.260918,
+    0.182743, 0.645647, 0.714428, 0.793132, 0.858516, 0.79751, 0.719335, 0.254149,
+    0.340985, 0.428858, 0.490127, 0.551395, 0.639268, 0.726104, 0.642159, 0.556721,
+    0.490127, 0.423532, 0.338094, 0.290379, 0.428096, 0.490127, 0.552157, 0.689874,
+    0.553364, 0.490127, 0.42689,
+)
+MEAN_FACE_Y = (
+    0.106454, 0.038915, 0.0187482, 0.0344891, 0.0773906, 0.0773906, 0.0344891,
+    0.0187482, 0.038915, 0.106454, 0.203352, 0.307009, 0.409805, 0.515625, 0.587326,
+    0.609345, 0.628106, 0.609345, 0.587326, 0.216423, 0.178758, 0.179852, 0.231733,
+    0.245099, 0.244077, 0.231733, 0.179852, 0.178758, 0.216423, 0.244077, 0.245099,
+    0.780233, 0.745405, 0.727388, 0.742578, 0.727388, 0.745405, 0.780233, 0.864805,
+    0.902192, 0.909281, 0.902192, 0.864805, 0.784792, 0.778746, 0.785343, 0.778746,
+    0.784792, 0.824182, 0.831803, 0.824182,
+)
+#: The landmarks the transform is fitted on: nose, eyes, mouth (no jaw, eyebrows or lower lip).
+POINTS = tuple(i for i in range(27, 68) if not (55 <= i <= 59 or 65 <= i <= 67))
+#: dlib's padding around the mean face for its ResNet's chips.
+PADDING = 0.25
+#: The detector's input sides, tried in turn until one finds a face (face-api's default is
+#: 416; 320 finds more of the large, centred faces of portraits and door cameras, and is
+#: faster), and its score threshold (face-api's default).
+DETECTOR_SIZES = (320, 416, 224, 160)
+SCORE_THRESHOLD = 0.5
+
+
+class NoFaceError(DataError):
+    """The face detector found no face in an image."""
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """One aligned face: the chip, the box it came from, its landmarks, how many faces the
+    photo held."""
+
+    chip: Image.Image
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    n_faces: int
+
+
+_nets: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def _models():
+    """The detector and landmark nets, built once per process (thread-safe)."""
+    with _lock:
+        if not _nets:
+            import torch  # noqa: F401  (the nets are torch modules)
+
+            from twinshot.faces.detector import TinyFaceDetector
+            from twinshot.faces.landmarks import FaceLandmarkNet
+
+            _nets["detector"] = TinyFaceDetector()
+            _nets["landmarks"] = FaceLandmarkNet()
+    return _nets["detector"], _nets["landmarks"]
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991) as a 2x3 matrix.
+
+    Args:
+        src, dst: ``(N, 2)`` corresponding points, ``N >= 2``.
+    """
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    cov = d0.T @ s0 / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    fix = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        fix[1, 1] = -1
+    rot = u @ fix @ vt
+    scale = (sig * np.diag(fix)).sum() / s0.var(0).sum()
+    return np.c_[scale * rot, mu_d - scale * rot @ mu_s]
+
+
+def chip_template(size: int, padding: float = PADDING) -> np.ndarray:
+    """Where :data:`POINTS` go in a ``size x size`` chip (pixel coordinates), ``(33, 2)``."""
+    pts = np.array([(MEAN_FACE_X[i - 17], MEAN_FACE_Y[i - 17]) for i in POINTS])
+    return (padding + pts) / (2 * padding + 1) * size
+
+
+def warp_chip(image: Image.Image, chip_to_image: np.ndarray, size: int) -> Image.Image:
+    """Sample a ``size x size`` chip from ``image`` through a 2x3 map of chip pixel
+    coordinates to image pixel coordinates (pixel centres at integers), bilinear."""
+    a, b, tx = chip_to_image[0]
+    d, e, ty = chip_to_image[1]
+    # PIL works in continuous coordinates (pixel centres at +0.5)
+    c = tx + 0.5 - 0.5 * (a + b)
+    f = ty + 0.5 - 0.5 * (d + e)
+    return image.transform((size, size), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR)
+
+
+def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image", pick: str = "largest") -> AlignedFace:
+    """Detect a face in ``image`` and align it to a ``size x size`` chip.
+
+    Args:
+        pick: with several faces, ``"largest"`` (a door camera: the person in front) or
+            ``"centre"`` (the face nearest the image's centre: LFW's labelled face).
+
+    Raises:
+        DataError: ``"<name>: no face found"`` when the detector finds none.
+    """
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    detector, marker = _models()
+    boxes = []
+    border = 0
+    for attempt in range(2):
+        if attempt == 1:  # a face filling the whole photo: give the detector some context
+            border = max(rgb.size) // 2
+            rgb = ImageOps.expand(rgb, border=border, fill=(128, 128, 128))
+        arr = np.asarray(rgb, dtype=np.uint8)
+        for side in DETECTOR_SIZES:
+            boxes = detector.detect(arr, side, SCORE_THRESHOLD)
+            if boxes:
+                break
+        if boxes:
+            break
+    else:
+        raise NoFaceError(
+            f"{name}: no face found (tiny face detector at {'/'.join(map(str, DETECTOR_SIZES))} px, "
+            f"also with a border added, score > {SCORE_THRESHOLD})"
+        )
+    height, width = arr.shape[:2]
+    if pick == "centre":
+        box = min(boxes, key=lambda b: (b.x + b.width / 2 - width / 2) ** 2 + (b.y + b.height / 2 - height / 2) ** 2)
+    else:
+        box = max(boxes, key=lambda b: b.area)
+    if len(boxes) > 1:
+        log.warning("%s: %d faces found; using the %s", name, len(boxes), "one nearest the centre" if pick == "centre" else "largest")
+    # face-api's clipAtImageBorders, then floor
+    x0, y0 = max(box.x, 0.0), max(box.y, 0.0)
+    x1, y1 = min(box.x + box.width, float(width)), min(box.y + box.height, float(height))
+    left, top, w, h = int(np.floor(x0)), int(np.floor(y0)), int(np.floor(x1 - x0)), int(np.floor(y1 - y0))
+    if w < 8 or h < 8:
+        raise DataError(f"{name}: the face found is too small ({w}x{h} pixels)")
+    points = marker.landmarks(arr[top : top + h, left : left + w]) + (left, top)
+    target = points[list(POINTS)]
+    transform = similarity_transform(chip_template(size), target)
+    chip = warp_chip(rgb, transform, size)
+    # box and landmarks in the caller's photo (without the border)
+    return AlignedFace(chip, (box.x - border, box.y - border, box.width, box.height), points - border, len(boxes))
+
+
+def align_face(image: Image.Image, method: str, size: tuple[int, int], *, name: str = "image") -> Image.Image:
+    """The hook of :func:`twinshot.preprocessing.decode_image_array`: the aligned RGB chip."""
+    picks = {"face-api": "largest", "face-api-centre": "centre"}
+    if method not in picks:
+        raise DataError(f"unknown face aligner {method!r}; valid: {', '.join(picks)}")
+    if size[0] != size[1]:
+        raise DataError(f"face alignment makes square chips; preprocessing size is {size[0]}x{size[1]}")
+    return detect_and_align(image, size[0], name=name, pick=picks[method]).chip
