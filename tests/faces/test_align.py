@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import DATASETS
+from tests.faces.scenes import faceless_scene
 from twinshot.errors import DataError
 from twinshot.faces.align import POINTS, chip_template, detect_and_align, similarity_transform
 from twinshot.preprocessing import Preprocessing, decode_image_array
@@ -62,7 +63,7 @@ def test_a_face_pasted_off_centre_is_found_and_aligned_like_the_original(photo: 
 
 
 def test_no_face_is_a_clear_error() -> None:
-    blank = Image.new("RGB", (400, 300), (128, 128, 128))
+    blank = faceless_scene(400, 300)
     with pytest.raises(DataError, match="door.jpg: no face found"):
         detect_and_align(blank, name="door.jpg")
     with pytest.raises(DataError, match="no face found"):

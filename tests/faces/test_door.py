@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import DATASETS
+from tests.faces.scenes import faceless_scene
 from tests.service.conftest import launch, new_keys
 from twinshot.cli.main import cli
 
@@ -58,7 +59,7 @@ def test_door_cli(tmp_path: Path, capsys) -> None:
     assert cli(["verify", "faces", str(visitor), str(LFW / "Colin_Powell" / "Colin_Powell_0001.jpg"), "--json"]) == 0
     assert _json(capsys)["same"] is True
     empty = tmp_path / "empty.png"
-    Image.new("RGB", (640, 480), (95, 100, 105)).save(empty)
+    faceless_scene(640, 480).save(empty)
     assert cli(["gallery", "identify", str(door), str(empty)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "empty.png: no face found" in err and len(err.strip().splitlines()) == 1
@@ -86,7 +87,7 @@ def test_door_http(tmp_path: Path) -> None:
             r = c.post("/v1/identify", files={"image": ("door.png", buf.getvalue(), "image/png")}, headers=read)
             assert r.status_code == 200 and r.json()["identity"] == "Tony_Blair", r.text
             buf = io.BytesIO()
-            Image.new("RGB", (320, 240), (10, 10, 10)).save(buf, format="PNG")
+            faceless_scene(320, 240, tile=40).save(buf, format="PNG")
             r = c.post("/v1/identify", files={"image": ("dark.png", buf.getvalue(), "image/png")}, headers=read)
             assert r.status_code == 422 and r.json()["error"] == "no_face" and "dark.png" in r.json()["message"], r.text
     finally:
