@@ -134,6 +134,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "threshold": float(meta.get("threshold", DEFAULT_THRESHOLD)),
             "calibration": json.loads(meta.get("calibration") or "{}"),
             "calibration_report": json.loads(report) if report else None,
+            "identification_calibration": json.loads(meta.get("identification_calibration") or "null"),
             "n_identities": len(records),
             "n_embeddings": sum(r.references for r in records),
             "identities": [

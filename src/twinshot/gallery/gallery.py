@@ -923,6 +923,7 @@ class Gallery:
                     "threshold": repr(report.threshold),
                     "calibration": json.dumps(report.calibration.to_dict()),
                     "calibration_report": json.dumps(report.to_dict()),
+                    "identification_calibration": "",  # a pair threshold replaces an FPIR one
                 }
             )
         return report
