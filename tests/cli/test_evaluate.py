@@ -158,3 +158,13 @@ def test_open_set_bad_input(model_dir: Path, image_folder: Path, capsys, extra: 
     assert cli(["evaluate", "open-set", str(model_dir), str(image_folder), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_open_set_norm_and_tta(model_dir: Path, image_folder: Path, capsys) -> None:
+    args = ["evaluate", "open-set", str(model_dir), str(image_folder / "alphabet0"), "--enrolled", "2", "--seeds", "2",
+            "--norm", "asnorm", "--top-k", "5", "--cohort", str(image_folder / "alphabet1"), "--tta", "shifts", "--json"]
+    assert cli(args) == 0
+    out = _json(capsys)
+    assert (out["norm"], out["tta"], out["cohort_images"], out["top_k"]) == ("asnorm", "shifts", 20, 5)
+    assert cli(args[:-5] + ["--json"]) == 2  # a normalisation without a cohort
+    assert "needs a cohort" in capsys.readouterr().err

@@ -111,6 +111,10 @@ def open_set(
     rule: str = typer.Option("max", "--rule", help="An identity's score from its references: 'max' or 'mean'."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Also evaluate this fixed threshold (e.g. one calibrated on other data)."),
     tta: str = typer.Option("none", "--tta", help="Test-time augmentation: 'none', 'shifts' or 'shifts+flip'."),
+    norm: str = typer.Option("none", "--norm", help="Cohort score normalisation: 'none', 'znorm', 'tnorm', 'snorm' or 'asnorm'."),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="With --norm: a labelled folder (or zip) of other classes, the cohort of impostors."),
+    cohort_size: int = typer.Option(1000, "--cohort-size", help="With --norm: at most this many cohort images."),
+    top_k: int = typer.Option(100, "--top-k", help="With --norm asnorm: cohort scores kept per side."),
     heldout: bool = typer.Option(False, "--heldout", help="Use the classes MODEL's own training run held out (its config.toml)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per embedding batch."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
@@ -136,9 +140,15 @@ def open_set(
 
         net = load_model(model)
         dataset = load_dataset(data, net.preprocessing, progress=progress)
+    cohort_set = None
+    if cohort is not None:
+        from twinshot.data import load_dataset
+
+        cohort_set = load_dataset(cohort, net.preprocessing, progress=progress)
     result = evaluate_open_set(
         net, dataset, enrolled=enrolled, references=references, queries=queries, fpirs=rates, seeds=seeds,
-        seed=seed, groups=groups, rule=rule, threshold=threshold, tta=tta, batch_size=batch_size, progress=progress,
+        seed=seed, groups=groups, rule=rule, threshold=threshold, tta=tta, norm=norm, cohort=cohort_set,
+        cohort_size=cohort_size, top_k=top_k, batch_size=batch_size, progress=progress,
     )
     out = result.to_dict()
     if as_json:
@@ -153,7 +163,7 @@ def open_set(
     console.print(
         f"[bold]open set: {result.enrolled} of {dataset.n_classes} classes enrolled ({result.references} reference(s) each), "
         f"strangers from {groups} groups; {out['n_mated']:.0f} mated / {out['n_nonmated']:.0f} stranger queries per draw, "
-        f"{result.seeds} draw(s) from seed {result.seed}[/bold] (95% CI over draws)"
+        f"{result.seeds} draw(s) from seed {result.seed}; tta {tta}, norm {norm}[/bold] (95% CI over draws)"
     )
     console.print(f"  closed-set rank-1 {pm(out['rank1'])}   rank-5 {pm(out['rank5'])}   best open-set accuracy {pm(out['best_accuracy'])}")
     for k in out["dir_at_fpir"]:

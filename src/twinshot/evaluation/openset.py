@@ -452,22 +452,42 @@ def evaluate_open_set(
     rule: str = "max",
     threshold: float | None = None,
     tta: str = "none",
+    norm: str = "none",
+    cohort: Any = None,
+    cohort_size: int = 1000,
+    top_k: int = 100,
     batch_size: int = 256,
     progress: bool = False,
 ) -> OpenSetResult:
     """The open-set protocol for a model (torch or any gallery ``Embedder``) on a
     :class:`twinshot.data.LabelledImages` at its preprocessing; every image is embedded once
-    (``tta``: test-time augmentation, see :func:`twinshot.evaluation.tta.embed_tta`)."""
+    (``tta``: test-time augmentation, see :func:`twinshot.evaluation.tta.embed_tta`).
+
+    ``norm`` (:data:`twinshot.gallery.cohort.NORMS`) normalises the scores with a cohort of
+    at most ``cohort_size`` images of ``cohort`` (LabelledImages of classes that are neither
+    enrolled nor queried, embedded the same way); ``top_k`` is AS-norm's."""
     from twinshot.evaluation.tta import embed_tta
+    from twinshot.gallery.cohort import NORMS, CohortNorm, sample_cohort
     from twinshot.gallery.embedding import as_embedder
 
     if len(dataset) == 0:
         raise DataError("the dataset has no images")
+    if norm not in NORMS:
+        raise ConfigError(f"unknown score normalisation {norm!r}; valid: {', '.join(NORMS)}")
+    if norm != "none" and (cohort is None or len(cohort) < 2):
+        raise ConfigError(f"score normalisation {norm!r} needs a cohort (--cohort DIR) of at least 2 images")
     embedder = as_embedder(model)
     embeddings = embed_tta(embedder, dataset.images.numpy(), tta=tta, batch_size=batch_size, progress=progress)
+    transform = None
+    if norm != "none":
+        pool = embed_tta(embedder, cohort.images.numpy(), tta=tta, batch_size=batch_size)
+        transform = CohortNorm(norm, sample_cohort(pool, cohort_size, seed), top_k=top_k).transform(embedder.pairwise_logits)
     result = evaluate_open_set_embeddings(
         embeddings, dataset.labels.numpy(), dataset.class_groups.numpy(), embedder.pairwise_logits,
         enrolled=enrolled, references=references, queries=queries, fpirs=fpirs, seeds=seeds, seed=seed,
-        groups=groups, rule=rule, threshold=threshold,
+        groups=groups, rule=rule, threshold=threshold, transform=transform,
     )
-    return OpenSetResult(**{**result.__dict__, "extra": {"tta": tta, "n_images": len(dataset)}})
+    extra: dict[str, Any] = {"tta": tta, "norm": norm, "n_images": len(dataset)}
+    if norm != "none":
+        extra.update(cohort_images=min(len(cohort), cohort_size), top_k=top_k if norm == "asnorm" else None)
+    return OpenSetResult(**{**result.__dict__, "extra": extra})
