@@ -14,11 +14,12 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 
 
-def build_optimizer(config: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimiser over every trainable parameter of ``model``."""
+def build_optimizer(config: OptimizerConfig, model: nn.Module, *extra: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser over every trainable parameter of ``model`` and of the ``extra`` modules
+    (e.g. a loss with learnable class weights, :mod:`twinshot.losses.margin`)."""
     if config.lr <= 0:
         raise ConfigError(f"optimizer.lr must be > 0, got {config.lr}")
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for m in (model, *extra) for p in m.parameters() if p.requires_grad]
     if config.name == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.name == "adamw":

@@ -181,7 +181,7 @@ def train(
     Raises:
         TwinshotError: one line, for a bad config, missing data or an unusable run dir.
     """
-    from twinshot.losses import LOSSES
+    from twinshot.losses import LOSSES, bind_loss
     from twinshot.training.batches import BatchContext, step_function
     from twinshot.training.calibrate import calibrate_head
     from twinshot.training.data import prepare_data
@@ -234,11 +234,12 @@ def train(
     model = build_training_model(config, spec)
     aug_generator = torch.Generator().manual_seed(config.run.seed + 1)
     augment = _make_augment(config, aug_generator)
-    optimizer = build_optimizer(config.optimizer, model)
-    scheduler = build_scheduler(config.schedule, optimizer, config.total_steps)
 
     if data is None:
         data = prepare_data(config.data, spec.preprocessing, progress=progress)
+    bind_loss(loss, data.train.n_classes, model.embedding_dim)  # class-weight losses: one column per class
+    optimizer = build_optimizer(config.optimizer, model, loss)
+    scheduler = build_scheduler(config.schedule, optimizer, config.total_steps)
     if data.val is not None:
         _check_validation(config, data.val)
     sampler = _make_sampler(config, batch_kind, data.train)
