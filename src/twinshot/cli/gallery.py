@@ -314,6 +314,35 @@ def _warn_size(gallery: str) -> None:
         typer.echo(message, err=True)
 
 
+@app.command("normalise")
+def normalise(
+    gallery: str = typer.Argument(..., help=_GALLERY),
+    method: str = typer.Option(..., "--method", help="'znorm', 'tnorm', 'snorm', 'asnorm', or 'none' to use raw scores again."),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="Images of people who are not enrolled (a folder or zip), e.g. the calibration data."),
+    cohort_size: int = typer.Option(1000, "--cohort-size", help="At most this many cohort images (drawn with --seed)."),
+    top_k: int = typer.Option(100, "--top-k", help="For asnorm: the cohort scores kept per side."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the cohort drawing."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Store a cohort score normalisation used by identify and verify (then calibrate --fpir)."""
+    from twinshot.gallery.scorenorm import set_score_norm
+
+    with _open(gallery, model, inference=inference) as g:
+        info = set_score_norm(g, method, cohort=cohort, cohort_size=cohort_size, top_k=top_k, seed=seed,
+                              progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        _emit_json({"gallery": gallery, **info})
+    elif info["method"] == "none":
+        typer.echo(f"{gallery}: raw scores (no normalisation); calibrate the threshold again")
+    else:
+        typer.echo(
+            f"{gallery}: {info['method']} with a cohort of {info['cohort_size']} images from {info['source']}; "
+            f"scores are now in standard deviations: run `twinshot gallery calibrate --fpir` next"
+        )
+
+
 @app.command("reembed")
 def reembed(
     gallery: str = typer.Argument(..., help=_GALLERY),

@@ -42,6 +42,7 @@ import numpy as np
 
 from twinshot.errors import ConfigError, DataError, TwinshotError
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration, CalibrationReport, calibrate_scores
+from twinshot.gallery.scorenorm import normalised_identities, normalised_pair_score, stored_norm
 from twinshot.gallery.embedding import (
     Embedder,
     TorchEmbedder,
@@ -726,11 +727,16 @@ class Gallery:
             self._require_entries()
             threshold = self.threshold if threshold is None else float(threshold)
             q = self._queries(embeddings)
-            scores, ident_pos = self._top_identities(q, k, rule)
+            norm = stored_norm(self._meta)  # cohort score normalisation, if stored (gallery/scorenorm.py)
+            if norm is None:
+                scores, ident_pos = self._top_identities(q, k, rule)
+                raw = scores
+            else:
+                scores, ident_pos, raw = normalised_identities(self, q, norm, k, rule)
             g = self._grouping()
             db_ids = np.where(ident_pos >= 0, g.ident_ids[np.maximum(ident_pos, 0)], -1)
             names = self._names_of(db_ids.ravel().tolist())
-            probs = self.calibration.probability(scores)
+            probs = self.calibration.probability(raw)
             out = []
             for i in range(len(q)):
                 cands = [
@@ -862,7 +868,13 @@ class Gallery:
         at the gallery's threshold (neither image needs to be enrolled)."""
         with self._lock:
             self._refresh()
-            return verify_images(self.embedder, image1, image2, threshold=self.threshold, calibration=self.calibration)
+            norm = stored_norm(self._meta)
+            result = verify_images(self.embedder, image1, image2, threshold=self.threshold, calibration=self.calibration)
+            if norm is None:
+                return result
+            e = embed_sources(self.embedder, [image1, image2])
+            score = normalised_pair_score(self.embedder, norm, e[0:1], e[1:2])
+            return Verification(probability=result.probability, score=score, same=score >= self.threshold, threshold=self.threshold)
 
     # -- calibrating ----------------------------------------------------------------------
 

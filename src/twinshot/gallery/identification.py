@@ -100,14 +100,14 @@ def _range(values: list[float]) -> tuple[float, float]:
 
 def _simulate(
     embeddings: np.ndarray, labels: np.ndarray, pairwise: Pairwise, *, fpir: float, gallery_size: int,
-    references: int, simulations: int, seed: int, rule: str,
+    references: int, simulations: int, seed: int, rule: str, transform: Any = None,
 ) -> tuple[float, list[float], list[float], list[float]]:
     groups = np.zeros(int(labels.max()) + 1, dtype=np.int64)
     draws = []
     for s in range(simulations):
         rng = np.random.default_rng(seed + s)
         draw = draw_open_set(labels, groups, enrolled=gallery_size, references=references, rng=rng)
-        draws.append(score_draw(embeddings, draw, pairwise, rule=rule))
+        draws.append(score_draw(embeddings, draw, pairwise, rule=rule, transform=transform))
     pooled = np.concatenate([d.best[~d.mated] for d in draws])
     t = threshold_at_fpir(pooled, fpir)
     fpirs = [float((d.best[~d.mated] >= t).mean()) for d in draws]
@@ -134,7 +134,7 @@ def _all_enrolled(labels: np.ndarray, references: int, rng: np.random.Generator)
 
 def _extrapolate(
     embeddings: np.ndarray, labels: np.ndarray, pairwise: Pairwise, *, fpir: float, gallery_size: int,
-    references: int, simulations: int, seed: int, rule: str,
+    references: int, simulations: int, seed: int, rule: str, transform: Any = None,
 ) -> tuple[float, list[float], list[float], list[float]]:
     from twinshot.evaluation.openset import identity_scores
 
@@ -143,8 +143,9 @@ def _extrapolate(
         draw = _all_enrolled(labels, references, np.random.default_rng(seed + s))
         if draw.enrolled.size < 2:
             raise DataError("calibration needs at least 2 classes with more images than references")
-        q = embeddings[draw.query_index]
-        per = identity_scores(pairwise(q, embeddings[draw.ref_index]), draw.ref_identity, draw.enrolled.size, rule)
+        q, refs = embeddings[draw.query_index], embeddings[draw.ref_index]
+        logits = pairwise(q, refs) if transform is None else transform(pairwise(q, refs), q, refs)
+        per = identity_scores(logits, draw.ref_identity, draw.enrolled.size, rule)
         rows = np.arange(len(q))
         genuine = per[rows, draw.query_identity]
         impostor = np.sort(np.where(np.arange(per.shape[1])[None] == draw.query_identity[:, None], -np.inf, per), axis=1)[:, 1:]
@@ -196,10 +197,12 @@ def calibrate_identification(
     rule: str = "max",
     source: str = "",
     method: str = "auto",
+    transform: Any = None,
 ) -> IdentificationCalibration:
     """The threshold at which a share ``fpir`` of strangers is accepted as someone by a
     gallery of ``gallery_size`` identities, from labelled calibration embeddings
-    ``(n_images, D)`` (``labels``: their classes); see the module docstring."""
+    ``(n_images, D)`` (``labels``: their classes); see the module docstring. ``transform``
+    normalises reference-level scores (:meth:`twinshot.gallery.cohort.CohortNorm.transform`)."""
     if not 0.0 < fpir < 1.0:
         raise ConfigError(f"--fpir must be in (0, 1), got {fpir}")
     if gallery_size < 1 or references < 1 or simulations < 1:
@@ -219,7 +222,7 @@ def calibrate_identification(
     fit = _simulate if simulate else _extrapolate
     t, fpirs, dirs, rank1 = fit(
         np.asarray(embeddings, dtype=np.float32), labels, pairwise, fpir=float(fpir), gallery_size=int(gallery_size),
-        references=int(references), simulations=int(simulations), seed=int(seed), rule=rule,
+        references=int(references), simulations=int(simulations), seed=int(seed), rule=rule, transform=transform,
     )
     return IdentificationCalibration(
         threshold=float(t), target_fpir=float(fpir), gallery_size=int(gallery_size), references=int(references),
@@ -250,7 +253,9 @@ def calibrate_gallery(
     """Fit the identification threshold of ``gallery`` (a :class:`twinshot.gallery.Gallery`)
     on the labelled ``folder`` (or zip) for a target ``fpir`` at its current size (or
     ``gallery_size``), and store it: the gallery's threshold and its
-    ``identification_calibration`` record. The probability calibration is left as it is."""
+    ``identification_calibration`` record. The probability calibration is left as it is.
+    Scores are normalised as the gallery's stored normalisation says
+    (:mod:`twinshot.gallery.scorenorm`)."""
     from twinshot.data import load_dataset
     from twinshot.gallery.embedding import embed_uint8
 
@@ -260,9 +265,21 @@ def calibrate_gallery(
     refs = _gallery_references(gallery) if references is None else int(references)
     dataset = load_dataset(Path(folder), gallery.embedder.preprocessing, progress=progress)
     embeddings = embed_uint8(gallery.embedder, dataset.images.numpy(), batch_size=256)
+    from twinshot.gallery.scorenorm import stored_norm
+
+    norm = stored_norm(gallery._meta)
+    if norm is not None:
+        cohort_source = json.loads(gallery._meta.get("score_norm", "{}")).get("source", "")
+        if cohort_source and Path(cohort_source).resolve() == Path(folder).resolve():
+            raise ConfigError(
+                f"the gallery's normalisation cohort is the calibration folder {folder}: its images would be scored "
+                f"against themselves; calibrate on other classes than the cohort's"
+            )
+    pairwise = gallery.embedder.pairwise_logits
     result = calibrate_identification(
-        embeddings, dataset.labels.numpy(), gallery.embedder.pairwise_logits, fpir=fpir, gallery_size=size,
+        embeddings, dataset.labels.numpy(), pairwise, fpir=fpir, gallery_size=size,
         references=refs, simulations=simulations, seed=seed, rule=gallery.rule, source=str(folder),
+        transform=None if norm is None else norm.transform(pairwise),
     )
     with gallery._lock:
         gallery._write_meta({"threshold": repr(result.threshold), META_KEY: json.dumps(result.to_dict())})
