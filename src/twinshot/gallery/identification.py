@@ -7,8 +7,8 @@ grows with M (about ``1 - (1 - FAR) ** M`` if the comparisons were independent).
 module fits the threshold for a target FPIR at a gallery size M on labelled calibration
 classes that are not the gallery:
 
-* ``"simulated"`` (M at most half the calibration classes, so each gallery leaves as many
-  strangers as it enrols; or asked for with ``method="simulate"``): draw ``simulations``
+* ``"simulated"`` (while each gallery of M leaves at least a quarter of the calibration
+  classes, and 5, as strangers; or asked for with ``method="simulate"``): draw ``simulations``
   galleries of M classes (the gallery's references per identity each, see
   :func:`twinshot.evaluation.openset.draw_open_set`), query them with every other image;
   the threshold is the lowest at which at most RATE of the pooled strangers' best scores
@@ -218,7 +218,8 @@ def calibrate_identification(
         raise ConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     if method == "simulate" and gallery_size > usable - 1:
         raise DataError(f"cannot simulate galleries of {gallery_size} from {usable} usable classes and keep strangers")
-    simulate = method == "simulate" or (method == "auto" and gallery_size <= usable // 2)
+    enough_strangers = usable - gallery_size >= max(5, usable // 4)
+    simulate = method == "simulate" or (method == "auto" and enough_strangers)
     fit = _simulate if simulate else _extrapolate
     t, fpirs, dirs, rank1 = fit(
         np.asarray(embeddings, dtype=np.float32), labels, pairwise, fpir=float(fpir), gallery_size=int(gallery_size),
