@@ -81,3 +81,20 @@ def test_bind_and_errors() -> None:
         NormalizedSoftmaxLoss(temperature=0)
     with pytest.raises(ConfigError, match="both"):
         CosFaceLoss(n_classes=3)
+
+
+def test_lr_multiplier_gives_the_class_weights_their_own_group() -> None:
+    from torch import nn
+
+    from twinshot.training.config import OptimizerConfig
+    from twinshot.training.optim import build_optimizer
+
+    model = nn.Linear(3, 4)
+    loss = CosFaceLoss(5, 4, lr_multiplier=10.0)
+    opt = build_optimizer(OptimizerConfig(name="adam", lr=0.001), model, loss)
+    assert [g["lr"] for g in opt.param_groups] == [0.001, pytest.approx(0.01)]
+    assert opt.param_groups[1]["params"][0] is loss.W
+    plain = build_optimizer(OptimizerConfig(name="adam", lr=0.001), model, CosFaceLoss(5, 4))
+    assert len(plain.param_groups) == 1 and len(plain.param_groups[0]["params"]) == 3
+    with pytest.raises(ConfigError, match="lr_multiplier"):
+        ArcFaceLoss(lr_multiplier=0)

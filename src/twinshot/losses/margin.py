@@ -38,11 +38,17 @@ class MarginSoftmaxLoss(Loss):
 
     batch_kind = "labelled"
 
-    def __init__(self, n_classes: int | None = None, embedding_dim: int | None = None, scale: float = 64.0) -> None:
+    def __init__(
+        self, n_classes: int | None = None, embedding_dim: int | None = None, scale: float = 64.0, lr_multiplier: float = 1.0
+    ) -> None:
         super().__init__()
         if not (math.isfinite(scale) and scale > 0):
             raise ConfigError(f"{type(self).__name__} scale must be > 0, got {scale}")
+        if not (math.isfinite(lr_multiplier) and lr_multiplier > 0):
+            raise ConfigError(f"{type(self).__name__} lr_multiplier must be > 0, got {lr_multiplier}")
         self.scale = float(scale)
+        #: the class weights learn at ``optimizer.lr * lr_multiplier`` (each is seen rarely)
+        self.lr_multiplier = float(lr_multiplier)
         self.W: nn.Parameter | None = None
         self.n_classes = 0
         if n_classes is not None or embedding_dim is not None:
@@ -102,10 +108,11 @@ class CosFaceLoss(MarginSoftmaxLoss):
         margin: the cosine margin (pytorch-metric-learning's default 0.35).
         scale: multiplies every cosine (default 64).
         n_classes, embedding_dim: known up front, or bound by the trainer.
+        lr_multiplier: the class weights learn at ``optimizer.lr`` times this.
     """
 
-    def __init__(self, n_classes: int | None = None, embedding_dim: int | None = None, margin: float = 0.35, scale: float = 64.0) -> None:
-        super().__init__(n_classes, embedding_dim, scale)
+    def __init__(self, n_classes: int | None = None, embedding_dim: int | None = None, margin: float = 0.35, scale: float = 64.0, lr_multiplier: float = 1.0) -> None:
+        super().__init__(n_classes, embedding_dim, scale, lr_multiplier)
         if not (math.isfinite(margin) and 0 <= margin < 2):
             raise ConfigError(f"cosface margin must be in [0, 2), got {margin}")
         self.margin = float(margin)
@@ -124,8 +131,8 @@ class ArcFaceLoss(MarginSoftmaxLoss):
         n_classes, embedding_dim: known up front, or bound by the trainer.
     """
 
-    def __init__(self, n_classes: int | None = None, embedding_dim: int | None = None, margin: float = 28.6, scale: float = 64.0) -> None:
-        super().__init__(n_classes, embedding_dim, scale)
+    def __init__(self, n_classes: int | None = None, embedding_dim: int | None = None, margin: float = 28.6, scale: float = 64.0, lr_multiplier: float = 1.0) -> None:
+        super().__init__(n_classes, embedding_dim, scale, lr_multiplier)
         if not (math.isfinite(margin) and 0 <= margin < 90):
             raise ConfigError(f"arcface margin must be in [0, 90) degrees, got {margin}")
         self.margin_degrees = float(margin)
@@ -149,10 +156,10 @@ class NormalizedSoftmaxLoss(MarginSoftmaxLoss):
         n_classes, embedding_dim: known up front, or bound by the trainer.
     """
 
-    def __init__(self, n_classes: int | None = None, embedding_dim: int | None = None, temperature: float = 0.05) -> None:
+    def __init__(self, n_classes: int | None = None, embedding_dim: int | None = None, temperature: float = 0.05, lr_multiplier: float = 1.0) -> None:
         if not (math.isfinite(temperature) and temperature > 0):
             raise ConfigError(f"normalized_softmax temperature must be > 0, got {temperature}")
-        super().__init__(n_classes, embedding_dim, 1.0 / temperature)
+        super().__init__(n_classes, embedding_dim, 1.0 / temperature, lr_multiplier)
         self.temperature = float(temperature)
 
     def target_logits(self, cos_target: torch.Tensor) -> torch.Tensor:
