@@ -17,6 +17,7 @@ from twinshot.gallery.identification import (
     IdentificationCalibration,
     calibrate_gallery,
     calibrate_identification,
+    calibration_target,
     gallery_size_warning,
     size_warning,
 )
@@ -86,8 +87,10 @@ def test_calibrate_gallery_stores_and_warns(tmp_path: Path, image_folder: Path) 
     with Gallery.create(path, model) as g:
         g.enroll("a", [files[0]])
         g.enroll("b", [files[5]])
+        assert calibration_target(g) is None
         r = calibrate_gallery(g, image_folder, fpir=0.2, simulations=3)
         assert r.gallery_size == 2 and r.references == 1 and g.threshold == r.threshold
+        assert calibration_target(g) == "fpir=0.2 at M=2"
         assert gallery_size_warning(path) is None
         for i in range(2):
             g.enroll(f"x{i}", [files[10 + 5 * i]])
@@ -95,6 +98,7 @@ def test_calibrate_gallery_stores_and_warns(tmp_path: Path, image_folder: Path) 
     assert warning is not None and "2 identities" in warning and "4" in warning
     with Gallery.open(path) as g:  # a pair calibration replaces the FPIR record
         g.calibrate(folder=image_folder, far=0.1, n_pairs=100, n_boot=10)
+        assert calibration_target(g) == "far=0.1"
     assert gallery_size_warning(path) is None
 
 

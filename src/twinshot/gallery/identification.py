@@ -287,6 +287,16 @@ def calibrate_gallery(
     return result
 
 
+def calibration_target(gallery: Any) -> str | None:
+    """What the gallery's threshold was fitted for: ``"fpir=0.1 at M=60"``, a pair target
+    (``"far=0.001"``, ``"eer"``) or ``None`` (not calibrated)."""
+    stored = stored_calibration(gallery._meta.get(META_KEY))
+    if stored is not None:
+        return str(stored.to_dict()["target"])
+    report = gallery.calibration_report
+    return report.target if report is not None else None
+
+
 def stored_calibration(meta_value: str | None) -> IdentificationCalibration | None:
     """The stored record (a JSON string from the gallery's metadata), if any."""
     if not meta_value:
@@ -324,6 +334,6 @@ def gallery_size_warning(path: str | os.PathLike) -> str | None:
 
 
 __all__ = [
-    "GROWTH_WARNING", "META_KEY", "IdentificationCalibration", "calibrate_gallery", "calibrate_identification",
+    "GROWTH_WARNING", "META_KEY", "IdentificationCalibration", "calibrate_gallery", "calibrate_identification", "calibration_target",
     "gallery_size_warning", "size_warning", "stored_calibration",
 ]
