@@ -151,31 +151,25 @@ def _extrapolate(
         impostor = np.sort(np.where(np.arange(per.shape[1])[None] == draw.query_identity[:, None], -np.inf, per), axis=1)[:, 1:]
         sims.append((genuine, impostor))
     m = gallery_size
+    # per query, the share of its impostor scores strictly below its genuine score
+    below_genuine = [
+        np.array([np.searchsorted(row, x, side="left") for row, x in zip(imp, g)]) / imp.shape[1] for g, imp in sims
+    ]
 
-    def below(imp: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Per query, the share of its impostor scores strictly below ``t[q]``."""
-        return np.array([np.searchsorted(row, x, side="left") for row, x in zip(imp, t)]) / imp.shape[1]
+    def fpir_at(t: float) -> list[float]:
+        return [float(np.mean(1.0 - (imp < t).mean(1) ** m)) for _, imp in sims]
 
     def rates(t: float) -> tuple[list[float], list[float], list[float]]:
-        fp, di, r1 = [], [], []
-        for g, imp in sims:
-            f_t = (imp < t).mean(1)
-            fp.append(float(np.mean(1.0 - f_t**m)))
-            f_g = below(imp, g)
-            di.append(float(np.mean((g >= t) * f_g ** (m - 1))))
-            r1.append(float(np.mean(f_g ** (m - 1))))
-        return fp, di, r1
+        di = [float(np.mean((g >= t) * f_g ** (m - 1))) for (g, _), f_g in zip(sims, below_genuine)]
+        r1 = [float(np.mean(f_g ** (m - 1))) for f_g in below_genuine]
+        return fpir_at(t), di, r1
 
-    candidates = np.unique(np.concatenate([imp[:, -max(1, imp.shape[1] // 4):].ravel() for _, imp in sims]))
+    candidates = np.unique(np.concatenate([imp.ravel() for _, imp in sims]))
     candidates = np.concatenate([candidates, [np.nextafter(candidates[-1], np.inf)]])
     lo, hi = 0, candidates.size - 1  # FPIR falls as the threshold rises: the lowest one at most ``fpir``
-    if np.mean(rates(float(candidates[hi]))[0]) > fpir:
-        hi_t = float(candidates[hi])
-        fp, di, r1 = rates(hi_t)
-        return hi_t, fp, di, r1
     while lo < hi:
         mid = (lo + hi) // 2
-        if np.mean(rates(float(candidates[mid]))[0]) <= fpir:
+        if np.mean(fpir_at(float(candidates[mid]))) <= fpir:
             hi = mid
         else:
             lo = mid + 1
