@@ -129,3 +129,42 @@ def test_heldout_needs_the_runs_config(model_dir: Path, capsys) -> None:
     assert cli(["evaluate", "heldout", str(model_dir)]) == 2
     err = capsys.readouterr().err
     assert "no config.toml" in err and "Traceback" not in err
+
+
+def test_open_set_json_and_text(model_dir: Path, image_folder: Path, capsys) -> None:
+    args = ["evaluate", "open-set", str(model_dir), str(image_folder), "--enrolled", "4", "--fpir", "0.1,0.5",
+            "--seeds", "3", "--seed", "2", "--same-groups", "--threshold", "0", "--json"]
+    assert cli(args) == 0
+    out = _json(capsys)
+    assert (out["enrolled"], out["groups"], out["seeds"], out["n_classes"]) == (4, "same", 3, 8)
+    assert set(out["dir_at_fpir"]) == {"0.1", "0.5"} and 0.0 <= out["rank1"]["mean"] <= 1.0
+    assert out["n_mated"] == 16 and out["n_nonmated"] == 20 and "dir_at_threshold" in out
+    assert len(out["det"]["fpir"]) == len(out["det"]["fnir"])
+    assert cli(args[:-1]) == 0
+    text = capsys.readouterr().out
+    assert "rank-1" in text and "FPIR 0.1: DIR" in text and "at threshold 0.000" in text
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--enrolled", "8"], "strangers"),
+        (["--enrolled", "2", "--fpir", "0.1,x"], "--fpir"),
+        (["--enrolled", "2", "--same-groups", "--disjoint-groups"], "at most one"),
+        (["--enrolled", "2", "--tta", "zoom"], "test-time"),
+    ],
+)
+def test_open_set_bad_input(model_dir: Path, image_folder: Path, capsys, extra: list[str], message: str) -> None:
+    assert cli(["evaluate", "open-set", str(model_dir), str(image_folder), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_open_set_norm_and_tta(model_dir: Path, image_folder: Path, capsys) -> None:
+    args = ["evaluate", "open-set", str(model_dir), str(image_folder / "alphabet0"), "--enrolled", "2", "--seeds", "2",
+            "--norm", "asnorm", "--top-k", "5", "--cohort", str(image_folder / "alphabet1"), "--tta", "shifts", "--json"]
+    assert cli(args) == 0
+    out = _json(capsys)
+    assert (out["norm"], out["tta"], out["cohort_images"], out["top_k"]) == ("asnorm", "shifts", 20, 5)
+    assert cli(args[:-5] + ["--json"]) == 2  # a normalisation without a cohort
+    assert "needs a cohort" in capsys.readouterr().err

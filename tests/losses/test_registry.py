@@ -9,13 +9,16 @@ import torch
 from torch import nn
 
 from twinshot.errors import ConfigError
-from twinshot.losses import BATCH_KINDS, LOSSES, ContrastiveLoss, Loss, PairBCELoss, PrototypicalLoss, TripletLoss
+from twinshot.losses import BATCH_KINDS, LOSSES, ContrastiveLoss, Loss, PairBCELoss, PrototypicalLoss, TripletLoss, bind_loss
 
 
 def test_names_and_batch_kinds() -> None:
-    assert LOSSES.names() == ["bce", "contrastive", "prototypical", "triplet"]
+    assert LOSSES.names() == ["arcface", "bce", "contrastive", "cosface", "normalized_softmax", "prototypical", "triplet"]
     kinds = {name: LOSSES.get(name).batch_kind for name in LOSSES.names()}
-    assert kinds == {"bce": "pairs", "contrastive": "pairs", "prototypical": "episode", "triplet": "labelled"}
+    assert kinds == {
+        "arcface": "labelled", "bce": "pairs", "contrastive": "pairs", "cosface": "labelled",
+        "normalized_softmax": "labelled", "prototypical": "episode", "triplet": "labelled",
+    }
     assert set(kinds.values()) <= set(BATCH_KINDS)
     assert LOSSES.get("contrastive") is ContrastiveLoss and LOSSES.get("bce") is PairBCELoss
     assert LOSSES.get("triplet") is TripletLoss and LOSSES.get("prototypical") is PrototypicalLoss
@@ -26,8 +29,8 @@ def test_build_with_parameters_and_errors() -> None:
     assert isinstance(loss, TripletLoss) and loss.margin == 0.3
     with pytest.raises(ConfigError, match="valid: distance, margin, mining"):
         LOSSES.build("triplet", margn=0.3)
-    with pytest.raises(ConfigError, match="valid: bce, contrastive, prototypical, triplet"):
-        LOSSES.build("arcface")
+    with pytest.raises(ConfigError, match="valid: arcface, bce, contrastive, cosface, normalized_softmax, prototypical, triplet"):
+        LOSSES.build("sphereface")
 
 
 def test_batch_kind_is_checked() -> None:
@@ -71,6 +74,9 @@ INPUTS: dict[str, Callable[[torch.Generator], tuple[list[torch.Tensor], tuple]]]
     "bce": _pairs_logits,
     "triplet": _labelled,
     "prototypical": _episode,
+    "arcface": _labelled,
+    "cosface": _labelled,
+    "normalized_softmax": _labelled,
 }
 
 CASES = [(name, {}) for name in LOSSES.names()] + [
@@ -88,6 +94,7 @@ def test_every_loss_has_contract_inputs() -> None:
 def test_contract(name: str, params: dict) -> None:
     loss = LOSSES.build(name, **params)
     assert isinstance(loss, Loss) and isinstance(loss, nn.Module)
+    bind_loss(loss, 3, D)  # class-weight losses learn one column per class
     leaves, args = INPUTS[name](torch.Generator().manual_seed(0))
     value = loss(*args)
     assert value.shape == () and torch.isfinite(value)

@@ -119,3 +119,25 @@ def test_embedding_map_methods() -> None:
     assert pts.shape == (30, 2) and m == "tsne"
     with pytest.raises(ConfigError, match="auto, pca or tsne"):
         embedding_map(x, method="umap")
+
+
+def test_open_set_section(tiny_model: Path, synthetic_folder: Path, tmp_path: Path) -> None:
+    from twinshot.evaluation.openset import evaluate_open_set
+    from twinshot.data import load_dataset
+    from twinshot.models import load_model
+
+    result = build_report(tiny_model, tmp_path / "rep", folder=synthetic_folder, far=0.1, episodes=20, n_boot=50,
+                          worst=1, open_set=3, map_method="pca")
+    o = result.summary["open_set"]
+    model = load_model(tiny_model)
+    expected = evaluate_open_set(model, load_dataset(synthetic_folder, model.preprocessing), enrolled=3, seeds=5, fpirs=(0.01, 0.1))
+    assert o["rank1"] == pytest.approx(expected.to_dict()["rank1"]) and o["enrolled"] == 3
+    assert (tmp_path / "rep" / "open_set_det.png").is_file()
+    assert str(tmp_path / "rep" / "open_set_det.png") in result.to_dict()["files"]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Open set" in page and "DIR at FPIR 0.1" in page
+    with pytest.raises(ConfigError, match="--open-set needs --folder"):
+        csv = tmp_path / "p.csv"
+        files = sorted(synthetic_folder.rglob("*.png"))
+        csv.write_text(f"path1,path2,same\n{files[0]},{files[1]},true\n{files[0]},{files[7]},false\n")
+        build_report(tiny_model, tmp_path / "r2", pairs=csv, open_set=3)

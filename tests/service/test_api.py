@@ -128,4 +128,5 @@ def test_pages_docs_and_headers(start) -> None:
         info = c.get("/v1/info", headers=live.headers(live.read))
         assert info.headers["cache-control"] == "no-store"
         assert info.json()["threshold"] == THRESHOLD and info.json()["limits"]["max_images"] == 8
+        assert info.json()["score_norm"] == "none"
         assert str(live.gallery.parent) not in info.text

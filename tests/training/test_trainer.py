@@ -196,3 +196,21 @@ def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None
     assert batches.resolve_precision("auto") == "bf16"
     monkeypatch.setattr(batches, "native_bf16", lambda: False)
     assert batches.resolve_precision("auto") == "fp32" and batches.resolve_precision("bf16") == "bf16"
+
+
+def test_margin_loss_trains_its_class_weights_and_resumes_bit_exact(tiny_data: Path, tmp_path: Path) -> None:
+    """ArcFace's class weights are bound to the training classes, optimised with the model,
+    and saved in the trainer state, so an interrupted run resumes to the same weights."""
+    overrides = {"loss.name": "arcface", "loss.params": {"margin": 10.0, "scale": 16.0}, "sampler.n_classes": 6}
+    ref = tmp_path / "ref"
+    assert train(tiny_config(tiny_data, **overrides), ref, progress=False).steps == 6
+    state = torch.load(ref / "last" / "trainer_state.pt", weights_only=False)
+    w = state["loss"]["W"]
+    assert w.ndim == 2 and w.shape[1] >= 2
+    assert any(len(g["params"]) for g in state["optimizer"]["param_groups"])
+    run = tmp_path / "run"
+    assert train(tiny_config(tiny_data, **overrides), run, progress=False, callbacks=[InterruptAt(4)]).steps == 4
+    assert train(None, run, resume=True, progress=False).steps == 6
+    _assert_same_weights(_weights(run), _weights(ref))
+    after = torch.load(run / "last" / "trainer_state.pt", weights_only=False)["loss"]["W"]
+    assert torch.equal(after, w)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Optional
 
 import typer
 
@@ -93,6 +94,88 @@ def heldout(
         f"[bold]{result.n_way}-way {result.n_shot}-shot accuracy on the held-out classes: "
         f"{100 * result.accuracy:.2f}%{ci}[/bold] (95% CI; {result.episodes} episodes, {where}, seed {result.seed})"
     )
+
+
+@app.command("open-set")
+def open_set(
+    model: str = typer.Argument(..., metavar="MODEL", help=_MODEL_HELP),
+    data: Optional[str] = typer.Argument(None, metavar="DATA", help="A folder of class sub-folders (or a zip of one); with --heldout, replaces the run's data sources."),
+    enrolled: int = typer.Option(..., "--enrolled", help="Classes to enroll (the gallery size N); the others are strangers."),
+    references: int = typer.Option(1, "--references", help="Images enrolled per class."),
+    queries: Optional[int] = typer.Option(None, "--queries", help="At most this many query images per class (default: every image not enrolled)."),
+    fpir: str = typer.Option("0.01,0.1", "--fpir", help="Target false positive identification rates, comma-separated."),
+    seeds: int = typer.Option(5, "--seeds", help="Galleries drawn (the figures are means with 95% intervals over them)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first draw (draw d uses seed + d)."),
+    same_groups: bool = typer.Option(False, "--same-groups", help="Enroll classes from every group (alphabet) the strangers come from."),
+    disjoint_groups: bool = typer.Option(False, "--disjoint-groups", help="Enroll classes from some groups, take strangers from the others."),
+    rule: str = typer.Option("max", "--rule", help="An identity's score from its references: 'max' or 'mean'."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Also evaluate this fixed threshold (e.g. one calibrated on other data)."),
+    tta: str = typer.Option("none", "--tta", help="Test-time augmentation: 'none', 'shifts' or 'shifts+flip'."),
+    norm: str = typer.Option("none", "--norm", help="Cohort score normalisation: 'none', 'znorm', 'tnorm', 'snorm' or 'asnorm'."),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="With --norm: a labelled folder (or zip) of other classes, the cohort of impostors."),
+    cohort_size: int = typer.Option(1000, "--cohort-size", help="With --norm: at most this many cohort images."),
+    top_k: int = typer.Option(100, "--top-k", help="With --norm asnorm: cohort scores kept per side."),
+    heldout: bool = typer.Option(False, "--heldout", help="Use the classes MODEL's own training run held out (its config.toml)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per embedding batch."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Open-set identification: enroll N classes, query every class; rank-1/5, DIR at FPIR, DET."""
+    from twinshot.errors import ConfigError
+    from twinshot.evaluation.openset import evaluate_open_set, parse_rates
+
+    rates = parse_rates(fpir)
+    if same_groups and disjoint_groups:
+        raise ConfigError("give at most one of --same-groups and --disjoint-groups")
+    groups = "same" if same_groups else ("disjoint" if disjoint_groups else "any")
+    progress = _show_progress(as_json)
+    if heldout:
+        from twinshot.training.heldout import heldout_dataset
+
+        net, dataset, _ = heldout_dataset(model, data=[data] if data else None, progress=progress)
+    else:
+        if data is None:
+            raise ConfigError("give DATA (a labelled folder or zip), or --heldout")
+        from twinshot.data import load_dataset
+        from twinshot.models import load_model
+
+        net = load_model(model)
+        dataset = load_dataset(data, net.preprocessing, progress=progress)
+    cohort_set = None
+    if cohort is not None:
+        from twinshot.data import load_dataset
+
+        cohort_set = load_dataset(cohort, net.preprocessing, progress=progress)
+    result = evaluate_open_set(
+        net, dataset, enrolled=enrolled, references=references, queries=queries, fpirs=rates, seeds=seeds,
+        seed=seed, groups=groups, rule=rule, threshold=threshold, tta=tta, norm=norm, cohort=cohort_set,
+        cohort_size=cohort_size, top_k=top_k, batch_size=batch_size, progress=progress,
+    )
+    out = result.to_dict()
+    if as_json:
+        out.update(model=str(model), data=str(data) if data else None, heldout=heldout, n_classes=dataset.n_classes)
+        _emit_json(out)
+        return
+
+    def pm(s: dict) -> str:
+        return f"{100 * s['mean']:.2f}%" + (f" ± {100 * s['ci95']:.2f}" if s["ci95"] is not None else "")
+
+    console = _console()
+    console.print(
+        f"[bold]open set: {result.enrolled} of {dataset.n_classes} classes enrolled ({result.references} reference(s) each), "
+        f"strangers from {groups} groups; {out['n_mated']:.0f} mated / {out['n_nonmated']:.0f} stranger queries per draw, "
+        f"{result.seeds} draw(s) from seed {result.seed}; tta {tta}, norm {norm}[/bold] (95% CI over draws)"
+    )
+    console.print(f"  closed-set rank-1 {pm(out['rank1'])}   rank-5 {pm(out['rank5'])}   best open-set accuracy {pm(out['best_accuracy'])}")
+    for k in out["dir_at_fpir"]:
+        console.print(
+            f"  FPIR {k}: DIR {pm(out['dir_at_fpir'][k])}   open-set accuracy {pm(out['accuracy_at_fpir'][k])}   "
+            f"threshold {out['threshold_at_fpir'][k]['mean']:.3f}"
+        )
+    if result.threshold is not None:
+        console.print(
+            f"  at threshold {result.threshold:.3f}: DIR {pm(out['dir_at_threshold'])}   FPIR {pm(out['fpir_at_threshold'])}   "
+            f"misidentified {pm(out['misidentified_at_threshold'])}"
+        )
 
 
 @app.command("omniglot-runs")

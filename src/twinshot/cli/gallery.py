@@ -85,6 +85,7 @@ def enroll(
     else:
         verb = "enrolled" if result.created else ("replaced" if result.replaced else "added to")
         typer.echo(f"{verb} {identity!r}: {len(result.image_ids)} reference(s)")
+    _warn_size(gallery)
 
 
 @app.command("enroll-folder")
@@ -134,6 +135,7 @@ def enroll_folder(
         )
     else:
         typer.echo(f"enrolled {len(results)} identities, {sum(len(r.image_ids) for r in results)} references, from {folder}")
+    _warn_size(gallery)
 
 
 @app.command("identify")
@@ -154,6 +156,8 @@ def identify(
     with _open(gallery, model, index, inference, readonly=True) as g:
         results = g.identify(images, k=k, threshold=threshold, rule=rule)
         calibration = g.calibration
+    if threshold is None:
+        _warn_size(gallery)
     if as_json:
         _emit_json([{"image": img, **r.to_dict()} for img, r in zip(images, results)])
         return
@@ -219,7 +223,7 @@ def list_gallery(
     typer.echo(
         f"{info['gallery']}: {info['n_identities']} identities, {info['n_embeddings']} references; "
         f"model {info['model'] or '?'}; rule {info['rule']}; threshold {info['threshold']:.4f} "
-        f"({(info['calibration_report'] or {}).get('target', 'not calibrated')})"
+        f"({((info.get('identification_calibration') or info['calibration_report']) or {}).get('target', 'not calibrated')})"
     )
     for r in info["identities"]:
         meta = f" {json.dumps(r['metadata'])}" if r["metadata"] else ""
@@ -233,7 +237,10 @@ def calibrate(
     gallery: str = typer.Argument(..., help=_GALLERY),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="A pairs CSV with columns path1,path2,same."),
     folder: Optional[str] = typer.Option(None, "--folder", help="A labelled folder (or zip) of class sub-folders; pairs are drawn from it."),
-    far: Optional[float] = typer.Option(None, "--far", help="Target false accept rate, e.g. 0.001."),
+    far: Optional[float] = typer.Option(None, "--far", help="Target false accept rate of one comparison (verification), e.g. 0.001."),
+    fpir: Optional[float] = typer.Option(None, "--fpir", help="Target false positive identification rate (strangers accepted as someone) for identification; needs --folder."),
+    gallery_size: Optional[int] = typer.Option(None, "--gallery-size", help="With --fpir: the gallery size M to calibrate for (default: the gallery's current size)."),
+    simulations: int = typer.Option(20, "--simulations", help="With --fpir: galleries of size M simulated from --folder."),
     eer: bool = typer.Option(False, "--eer", help="Put the threshold at the equal error rate."),
     method: str = typer.Option("platt", "--method", help="Probability calibration: 'platt', 'isotonic' or 'none'."),
     n_pairs: int = typer.Option(4000, "--n-pairs", help="Pairs drawn from --folder (half genuine, half impostor)."),
@@ -243,10 +250,15 @@ def calibrate(
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
-    """Fit and store the threshold (--far RATE or --eer) and calibrated probabilities.
+    """Fit and store the threshold (--fpir RATE for identification, --far RATE or --eer for
+    verification) and calibrated probabilities.
 
-    Use labelled data that is not the gallery: a pairs CSV or a folder of class sub-folders.
+    Use labelled data that is not the gallery: a pairs CSV or a folder of class sub-folders
+    (--fpir needs a folder: it simulates galleries of the gallery's size from its classes).
     """
+    if fpir is not None:
+        _calibrate_fpir(gallery, model, inference, folder, pairs, far, eer, fpir, gallery_size, simulations, seed, as_json)
+        return
     with _open(gallery, model, inference=inference) as g:
         report = g.calibrate(
             pairs=pairs, folder=folder, far=far, eer=eer, method=method, n_pairs=n_pairs, seed=seed,
@@ -264,6 +276,72 @@ def calibrate(
         f"FRR {report.frr:.4f} [{report.frr_exact95[0]:.4f}, {report.frr_exact95[1]:.4f}]  (95% exact, Clopper-Pearson)\n"
         f"  EER {report.eer:.4f}; {report.calibration.method} calibration: ECE {report.ece_before:.3f} -> {report.ece_after:.3f}"
     )
+
+
+def _calibrate_fpir(
+    gallery: str, model: Optional[str], inference: str, folder: Optional[str], pairs: Optional[str], far: Optional[float],
+    eer: bool, fpir: float, gallery_size: Optional[int], simulations: int, seed: int, as_json: bool,
+) -> None:
+    """``calibrate --fpir``: the identification threshold (see :mod:`twinshot.gallery.identification`)."""
+    from twinshot.errors import ConfigError
+    from twinshot.gallery.identification import calibrate_gallery
+
+    if far is not None or eer:
+        raise ConfigError("give one of --fpir (identification), --far or --eer (verification)")
+    if folder is None or pairs is not None:
+        raise ConfigError("--fpir needs --folder (labelled class folders to simulate galleries from), not --pairs")
+    with _open(gallery, model, inference=inference) as g:
+        r = calibrate_gallery(
+            g, folder, fpir=fpir, gallery_size=gallery_size, simulations=simulations, seed=seed,
+            progress=not as_json and sys.stderr.isatty(),
+        )
+    if as_json:
+        _emit_json({"gallery": gallery, **r.to_dict()})
+        return
+    typer.echo(
+        f"threshold {r.threshold:.4f} (fpir={r.target_fpir:g} for a gallery of {r.gallery_size} identities, "
+        f"{r.references} reference(s) each; {r.method} from {r.n_classes} classes / {r.n_images} images, {r.simulations} simulations)\n"
+        f"  FPIR {r.fpir:.4f} [{r.fpir_range[0]:.4f}, {r.fpir_range[1]:.4f}]  DIR {r.dir:.4f} [{r.dir_range[0]:.4f}, {r.dir_range[1]:.4f}]  "
+        f"rank-1 {r.rank1:.4f}  (mean [2.5%, 97.5%] over simulated galleries)"
+    )
+
+
+def _warn_size(gallery: str) -> None:
+    """Warn on stderr when the gallery outgrew the size its FPIR threshold was fitted for."""
+    from twinshot.gallery.identification import gallery_size_warning
+
+    message = gallery_size_warning(gallery)
+    if message:
+        typer.echo(message, err=True)
+
+
+@app.command("normalise")
+def normalise(
+    gallery: str = typer.Argument(..., help=_GALLERY),
+    method: str = typer.Option(..., "--method", help="'znorm', 'tnorm', 'snorm', 'asnorm', or 'none' to use raw scores again."),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="Images of people who are not enrolled (a folder or zip), e.g. the calibration data."),
+    cohort_size: int = typer.Option(1000, "--cohort-size", help="At most this many cohort images (drawn with --seed)."),
+    top_k: int = typer.Option(100, "--top-k", help="For asnorm: the cohort scores kept per side."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the cohort drawing."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Store a cohort score normalisation used by identify and verify (then calibrate --fpir)."""
+    from twinshot.gallery.scorenorm import set_score_norm
+
+    with _open(gallery, model, inference=inference) as g:
+        info = set_score_norm(g, method, cohort=cohort, cohort_size=cohort_size, top_k=top_k, seed=seed,
+                              progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        _emit_json({"gallery": gallery, **info})
+    elif info["method"] == "none":
+        typer.echo(f"{gallery}: raw scores (no normalisation); calibrate the threshold again")
+    else:
+        typer.echo(
+            f"{gallery}: {info['method']} with a cohort of {info['cohort_size']} images from {info['source']}; "
+            f"scores are now in standard deviations: run `twinshot gallery calibrate --fpir` next"
+        )
 
 
 @app.command("reembed")

@@ -21,6 +21,7 @@ def report(
     worst: int = typer.Option(8, "--worst", help="How many worst false accepts / rejects to show."),
     map_method: str = typer.Option("auto", "--map", help="Embedding map: auto, pca or tsne."),
     seed: int = typer.Option(0, "--seed", help="Seeds episodes, subsampling, bootstrap and t-SNE."),
+    open_set: Optional[int] = typer.Option(None, "--open-set", help="Folder only: also the open-set protocol with this many enrolled classes (DIR at FPIR, open-set DET)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a readable summary."),
 ) -> None:
     """Write a verification report for MODEL on labelled pairs (--pairs) or a labelled folder (--folder).
@@ -31,7 +32,7 @@ def report(
 
     result = build_report(
         model, out, pairs=pairs, folder=folder, far=far, n_way=n_way, episodes=episodes,
-        worst=worst, map_method=map_method, seed=seed, progress=not as_json and sys.stderr.isatty(),
+        worst=worst, map_method=map_method, seed=seed, open_set=open_set, progress=not as_json and sys.stderr.isatty(),
     )
     d = result.to_dict()
     if as_json:
@@ -51,3 +52,9 @@ def report(
     if ep:
         ci = "" if ep["ci95"] is None else f" ± {pct(ep['ci95'])}"
         typer.echo(f"{ep['n_way']}-way {ep['n_shot']}-shot accuracy: {pct(ep['accuracy'])}{ci} over {ep['episodes']} episodes")
+    o = d.get("open_set")
+    if o:
+        typer.echo(
+            f"open set ({o['enrolled']} enrolled of {o['n_classes']}): rank-1 {pct(o['rank1']['mean'])}, "
+            + ", ".join(f"DIR at FPIR {k} {pct(v['mean'])}" for k, v in o["dir_at_fpir"].items())
+        )

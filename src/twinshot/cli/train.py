@@ -29,7 +29,7 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", help="run.threads (0: all available cores)"),
     precision: Optional[str] = typer.Option(None, "--precision", help="run.precision: fp32, bf16 (mixed precision, fast on AVX512-BF16/AMX CPUs) or auto (bf16 where the CPU has it)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="optimizer.lr"),
-    loss: Optional[str] = typer.Option(None, "--loss", help="loss.name: prototypical, contrastive, triplet, bce"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="loss.name: prototypical, contrastive, triplet, bce, arcface, cosface, normalized_softmax"),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="model.encoder: compact, koch"),
     head: Optional[str] = typer.Option(None, "--head", help="model.head: euclidean, cosine, weighted_l1"),
     size: Optional[int] = typer.Option(None, "--size", help="model.preprocessing.size (square side in pixels)"),

@@ -143,6 +143,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "threshold": settings.threshold,
             "calibration": settings.calibration.to_dict(),
             "calibration_report": settings.report.to_dict() if settings.report else None,
+            "identification_calibration": json.loads(meta.get("identification_calibration") or "null"),
             "n_identities": len(records),
             "n_embeddings": sum(r.references for r in records),
             "identities": [

@@ -45,6 +45,7 @@ from twinshot.errors import ConfigError, DamagedError, DataError, TwinshotError
 from twinshot.gallery.audit import Actor, AuditEntry
 from twinshot.gallery.names import check_metadata, lookup_name, normalize_identity
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration, CalibrationReport, calibrate_scores
+from twinshot.gallery.scorenorm import normalised_identities, normalised_pair_score, stored_norm
 from twinshot.gallery.embedding import (
     Embedder,
     TorchEmbedder,
@@ -778,11 +779,16 @@ class Gallery:
             self._require_entries()
             threshold = self.threshold if threshold is None else check_threshold(threshold, infinite=True)
             q = self._queries(embeddings)
-            scores, ident_pos = self._top_identities(q, k, rule)
+            norm = stored_norm(self._meta)  # cohort score normalisation, if stored (gallery/scorenorm.py)
+            if norm is None:
+                scores, ident_pos = self._top_identities(q, k, rule)
+                raw = scores
+            else:
+                scores, ident_pos, raw = normalised_identities(self, q, norm, k, rule)
             g = self._grouping()
             db_ids = np.where(ident_pos >= 0, g.ident_ids[np.maximum(ident_pos, 0)], -1)
             names = self._names_of(db_ids.ravel().tolist())
-            probs = self.calibration.probability(scores)
+            probs = self.calibration.probability(raw)
             out = []
             for i in range(len(q)):
                 cands = [
@@ -914,7 +920,13 @@ class Gallery:
         at the gallery's threshold (neither image needs to be enrolled)."""
         with self._lock:
             self._refresh()
-            return verify_images(self.embedder, image1, image2, threshold=self.threshold, calibration=self.calibration)
+            norm = stored_norm(self._meta)
+            result = verify_images(self.embedder, image1, image2, threshold=self.threshold, calibration=self.calibration)
+            if norm is None:
+                return result
+            e = embed_sources(self.embedder, [image1, image2])
+            score = normalised_pair_score(self.embedder, norm, e[0:1], e[1:2])
+            return Verification(probability=result.probability, score=score, same=score >= self.threshold, threshold=self.threshold)
 
     # -- calibrating ----------------------------------------------------------------------
 
@@ -982,6 +994,7 @@ class Gallery:
                     "threshold": repr(report.threshold),
                     "calibration": json.dumps(report.calibration.to_dict()),
                     "calibration_report": json.dumps(report.to_dict()),
+                    "identification_calibration": "",  # a pair threshold replaces an FPIR one
                 },
                 self._audit("calibrate", details={"target": report.target, "threshold": report.threshold, "source": source}, actor=actor),
             )

@@ -8,6 +8,9 @@ name                      ``batch_kind``     call
 ``"triplet"``             ``"labelled"``     ``loss(embeddings, labels)`` or
                                              ``loss(anchor, positive, negative)``
 ``"prototypical"``        ``"episode"``      ``loss(support, support_labels, query, query_labels)``
+``"arcface"``             ``"labelled"``     ``loss(embeddings, labels)`` (class weights, see
+``"cosface"``                                :mod:`twinshot.losses.margin`; the trainer binds
+``"normalized_softmax"``                     them to the training classes)
 ========================  =================  ================================================
 
 ``same`` is always a bool tensor (True = same class). Distances inside the losses are
@@ -19,6 +22,7 @@ from twinshot.losses.base import BATCH_KINDS, LOSSES, Loss
 from twinshot.losses.bce import PairBCELoss, regularised_weights
 from twinshot.losses.contrastive import ContrastiveLoss
 from twinshot.losses.distances import DISTANCES, CosineDistance, Distance, EuclideanDistance, SquaredEuclideanDistance
+from twinshot.losses.margin import ArcFaceLoss, CosFaceLoss, MarginSoftmaxLoss, NormalizedSoftmaxLoss, bind_loss
 from twinshot.losses.miners import MINERS, AllTripletsMiner, BatchHardMiner, SemiHardMiner, TripletMiner, Triplets
 from twinshot.losses.prototypical import PrototypicalLoss
 from twinshot.losses.triplet import TripletLoss
@@ -26,5 +30,5 @@ from twinshot.losses.triplet import TripletLoss
 __all__ = [
     "LOSSES", "BATCH_KINDS", "Loss", "ContrastiveLoss", "TripletLoss", "PairBCELoss", "PrototypicalLoss",
     "regularised_weights", "DISTANCES", "Distance", "EuclideanDistance", "SquaredEuclideanDistance",
-    "CosineDistance", "MINERS", "TripletMiner", "Triplets", "AllTripletsMiner", "BatchHardMiner", "SemiHardMiner",
+    "CosineDistance", "ArcFaceLoss", "CosFaceLoss", "NormalizedSoftmaxLoss", "MarginSoftmaxLoss", "bind_loss", "MINERS", "TripletMiner", "Triplets", "AllTripletsMiner", "BatchHardMiner", "SemiHardMiner",
 ]

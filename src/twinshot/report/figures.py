@@ -80,6 +80,25 @@ def det_png(scores: np.ndarray, same: np.ndarray, *, eer: float, far: float, frr
     return _png(fig)
 
 
+def open_set_det_png(fpir: Sequence[float], fnir: Sequence[float], *, enrolled: int, marks: dict[str, float]) -> bytes:
+    """Open-set DET: FNIR (1 - DIR) against FPIR on log axes, the target FPIRs marked."""
+    plt = _pyplot()
+    x, y = np.asarray(fpir, float), np.clip(np.asarray(fnir, float), 1e-3, 1.0)
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    ax.plot(x, y, color=ACCENT, lw=2, label=f"{enrolled} enrolled (mean over draws)")
+    for k, v in marks.items():
+        ax.plot([float(k)], [max(1e-3, 1.0 - v)], "o", color=IMPOSTOR, ms=7)
+        ax.annotate(f"DIR {100 * v:.1f}% at FPIR {float(k):g}", (float(k), max(1e-3, 1.0 - v)), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("false positive identification rate (strangers accepted)")
+    ax.set_ylabel("false negative identification rate (1 - DIR)")
+    ax.set_title("Open-set DET")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower left", fontsize=8)
+    return _png(fig)
+
+
 def histogram_png(scores: np.ndarray, same: np.ndarray, *, threshold: float, eer_threshold: float) -> bytes:
     """Genuine and impostor score histograms (densities) with the thresholds."""
     plt = _pyplot()

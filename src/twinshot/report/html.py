@@ -92,6 +92,19 @@ def render_page(summary: dict[str, Any], figures: dict[str, bytes], worst_thumbs
     if ep:
         ci = "" if ep["ci95"] is None else f"± {_pct(ep['ci95'])} (95% CI, {ep['episodes']} episodes)"
         tiles.append(_tile(f"{ep['n_way']}-way {ep['n_shot']}-shot accuracy", _pct(ep["accuracy"]), ci))
+    os_section = ""
+    o = s.get("open_set")
+    if o:
+        pm = lambda d: _pct(d["mean"]) + ("" if d["ci95"] is None else f" ± {_pct(d['ci95'])}")  # noqa: E731
+        os_tiles = [_tile("Closed-set rank-1", pm(o["rank1"])), _tile("Rank-5", pm(o["rank5"]))]
+        os_tiles += [_tile(f"DIR at FPIR {k}", pm(v), f"open-set accuracy {pm(o['accuracy_at_fpir'][k])}") for k, v in o["dir_at_fpir"].items()]
+        os_section = (
+            f'<section><h2>Open set</h2><p>{o["enrolled"]} of {o["n_classes"]} classes enrolled ({o["references"]} reference(s) each), '
+            f'every class queried, the others are strangers; means with 95% intervals over {o["seeds"]} draws. DIR: enrolled queries '
+            f'accepted as the right identity; FPIR: strangers accepted as someone (threshold set on the draw\'s strangers).</p>'
+            f'<div class="tiles">{"".join(os_tiles)}</div><div class="figs">'
+            f'<figure><img alt="open-set DET" src="{data_uri(figures["open_set_det"])}"><figcaption>Open-set DET: 1 - DIR against FPIR</figcaption></figure></div></section>'
+        )
     fig_html = lambda name, cap: f'<figure><img alt="{_e(cap)}" src="{data_uri(figures[name])}"><figcaption>{_e(cap)}</figcaption></figure>'  # noqa: E731
     fa, fr = s["worst"]["false_accepts"], s["worst"]["false_rejects"]
     return f"""<!DOCTYPE html>
@@ -104,6 +117,7 @@ def render_page(summary: dict[str, Any], figures: dict[str, bytes], worst_thumbs
 <section><h2>Summary</h2><div class="tiles">{''.join(tiles)}</div></section>
 <section><h2>ROC and DET</h2><div class="figs">{fig_html('roc', 'ROC: true against false accept rate, EER and the threshold marked')}{fig_html('det', 'DET: false reject against false accept rate (normal deviate scale)')}</div></section>
 <section><h2>Scores</h2><div class="figs">{fig_html('scores', 'Genuine and impostor score histograms with the threshold (solid) and the EER threshold (dashed)')}{fig_html('embeddings', 'Embeddings in two dimensions, coloured by class')}</div></section>
+{os_section}
 <section><h2>Worst false accepts</h2><p>Impostor pairs with the highest scores (accepted when the score is at least {op['threshold']:.3f}; {len(fa)} shown).</p>{_worst_table(fa, worst_thumbs['false_accepts'], 'fa')}</section>
 <section><h2>Worst false rejects</h2><p>Genuine pairs with the lowest scores ({len(fr)} shown).</p>{_worst_table(fr, worst_thumbs['false_rejects'], 'fr')}</section>
 <footer>twinshot report &middot; FAR/FRR intervals: stratified bootstrap ({s['operating_point']['n_boot']} draws) at the fixed threshold</footer>

@@ -40,13 +40,14 @@ class ReportResult:
         return {
             "out": str(self.out),
             "html": str(self.html),
-            "files": [str(self.out / f) for f in FILES],
+            "files": [str(self.out / f) for f in FILES] + ([str(self.out / "open_set_det.png")] if s.get("open_set") else []),
             "model": s["model"],
             "n_images": s["n_images"],
             "n_classes": s["n_classes"],
             **{k: s["verification"][k] for k in ("auc", "eer", "eer_threshold", "n_genuine", "n_impostor")},
             **{k: s["operating_point"][k] for k in ("threshold", "target_far", "far", "far_ci95", "frr", "frr_ci95", "far_exact95", "frr_exact95")},
             "episodes": s.get("episodes"),
+            "open_set": s.get("open_set"),
         }
 
 
@@ -129,6 +130,7 @@ def build_report(
     n_boot: int = 1000,
     max_pairs: int = 500_000,
     seed: int = 0,
+    open_set: int | None = None,
     progress: bool = False,
 ) -> ReportResult:
     """Evaluate a model on labelled pairs or a labelled folder and write the report.
@@ -147,6 +149,9 @@ def build_report(
         n_boot: bootstrap draws for the FAR/FRR intervals.
         max_pairs: folder mode: above this many pairs, impostors are subsampled (seeded).
         seed: seeds the episodes, the subsampling, the bootstrap and t-SNE.
+        open_set: folder mode: also run the open-set protocol with this many enrolled classes
+            (:func:`twinshot.evaluation.openset.evaluate_open_set`, 5 draws, FPIR 1% and 10%)
+            and add its figures and open-set DET curve (``open_set_det.png``).
 
     Returns:
         :class:`ReportResult` with the paths and all numbers.
@@ -202,6 +207,14 @@ def build_report(
         elif n_way is not None:
             raise DataError(f"{folder}: {n_way}-way {n_shot}-shot episodes need {n_way} classes with {n_shot + 1} images; {usable} have")
 
+    open_set_summary = None
+    if open_set is not None:
+        if data.dataset is None:
+            raise ConfigError("--open-set needs --folder (labelled classes to enroll and query)")
+        from twinshot.evaluation.openset import evaluate_open_set
+
+        open_set_summary = evaluate_open_set(model, data.dataset, enrolled=open_set, seeds=5, seed=seed, fpirs=(0.01, 0.1)).to_dict()
+
     # worst errors
     invert = bool(model.preprocessing.invert)
     imp = np.nonzero(~same)[0]
@@ -235,6 +248,11 @@ def build_report(
         "scores": figures.histogram_png(scores, same, threshold=threshold, eer_threshold=eer_threshold),
         "embeddings": figures.embedding_map_png(points, data.image_labels, data.class_names, method=method),
     }
+    if open_set_summary is not None:
+        o = open_set_summary
+        figs["open_set_det"] = figures.open_set_det_png(
+            o["det"]["fpir"], o["det"]["fnir"], enrolled=o["enrolled"], marks={k: v["mean"] for k, v in o["dir_at_fpir"].items()}
+        )
     roc = metrics.roc_curve(scores, same)
     step = max(1, len(roc.far) // 500)
     hist_edges = np.linspace(float(scores.min()), float(scores.max()), 61)
@@ -255,6 +273,7 @@ def build_report(
             "far_exact95": list(cal.far_exact95), "frr_exact95": list(cal.frr_exact95),
         },
         "episodes": episode_summary,
+        "open_set": open_set_summary,
         "worst": worst_rows,
         "curves": {
             "roc": {"far": roc.far[::step].tolist(), "tar": roc.tar[::step].tolist(), "threshold": roc.thresholds[::step].tolist()},

@@ -355,8 +355,11 @@ class Engine:
     def info(self) -> dict[str, Any]:
         """The gallery's settings, without paths (for ``GET /v1/info``)."""
         g = self.gallery
-        report = g.calibration_report
         ref = g.model_ref
+        from types import SimpleNamespace
+
+        from twinshot.gallery.identification import calibration_target
+        from twinshot.gallery.scorenorm import stored_norm
         from twinshot.models.io import shipped_models
 
         return {
@@ -367,7 +370,8 @@ class Engine:
             "n_embeddings": g.n_embeddings,
             "rule": g.rule,
             "threshold": g.threshold,
-            "calibrated": report.target if report is not None else None,
+            "calibrated": calibration_target(g),  # "fpir=0.1 at M=60", "far=0.001", ... or None
+            "score_norm": (stored_norm(g._meta) or SimpleNamespace(method="none")).method,
             "keep_images": g.keep_images,
             "batching": {"batches": self.batcher.batches, "queries": self.batcher.queries, "largest": self.batcher.largest},
         }

@@ -33,6 +33,24 @@ def evaluate_heldout(
         :class:`twinshot.evaluation.episodes.EpisodeResult`.
     """
     from twinshot.evaluation.episodes import evaluate_episodes
+
+    model, val, config = heldout_dataset(model_ref, data=data, progress=progress)
+    v = config.validation
+    return evaluate_episodes(
+        model, val, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query, episodes=episodes, seed=seed,
+        within_group=v.within_group, progress=progress,
+    )
+
+
+def heldout_dataset(model_ref: str | Path, *, data: list[str] | None = None, progress: bool = False) -> tuple[Any, Any, Any]:
+    """``(model, held-out classes, run config)``: the model and the validation classes of its
+    own run (its ``config.toml``: data, seeded split, no rotated copies), as
+    :class:`twinshot.data.LabelledImages` at the model's preprocessing.
+
+    Args:
+        model_ref: a run directory, a checkpoint or a shipped model's name.
+        data: replaces ``data.sources`` (e.g. where the dataset lives on this machine).
+    """
     from twinshot.models import load_model, resolve_model_dir
     from twinshot.training.config import load_config
     from twinshot.training.data import prepare_data
@@ -49,8 +67,4 @@ def evaluate_heldout(
         raise TwinshotError(f"{directory}: its run held out no classes (data.val = 0)")
     model = load_model(directory)
     val = prepare_data(config.data, model.preprocessing, progress=progress).val
-    v = config.validation
-    return evaluate_episodes(
-        model, val, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query, episodes=episodes, seed=seed,
-        within_group=v.within_group, progress=progress,
-    )
+    return model, val, config

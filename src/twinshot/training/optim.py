@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,11 +15,24 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 
 
-def build_optimizer(config: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimiser over every trainable parameter of ``model``."""
+def build_optimizer(config: OptimizerConfig, model: nn.Module, *extra: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser over every trainable parameter of ``model`` and of the ``extra`` modules
+    (e.g. a loss with learnable class weights, :mod:`twinshot.losses.margin`). An extra
+    module with an ``lr_multiplier`` attribute other than 1 gets its own parameter group at
+    ``lr * lr_multiplier`` (the schedule scales every group alike)."""
     if config.lr <= 0:
         raise ConfigError(f"optimizer.lr must be > 0, got {config.lr}")
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: Any = [p for p in model.parameters() if p.requires_grad]
+    groups = []
+    for m in extra:
+        own = [p for p in m.parameters() if p.requires_grad]
+        factor = float(getattr(m, "lr_multiplier", 1.0))
+        if own and factor != 1.0:
+            groups.append({"params": own, "lr": config.lr * factor})
+        else:
+            params += own
+    if groups:
+        params = [{"params": params}, *groups]
     if config.name == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.name == "adamw":

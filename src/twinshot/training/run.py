@@ -218,7 +218,7 @@ def train(
     Raises:
         TwinshotError: one line, for a bad config, missing data or an unusable run dir.
     """
-    from twinshot.losses import LOSSES
+    from twinshot.losses import LOSSES, bind_loss
     from twinshot.training.batches import BatchContext, step_function
     from twinshot.training.calibrate import calibrate_head
     from twinshot.training.data import prepare_data
@@ -260,11 +260,12 @@ def train(
         model = dctx.prepare_model(model, config.run.seed)
     aug_generator = torch.Generator().manual_seed(config.run.seed + 1)
     augment = _make_augment(config, aug_generator)
-    optimizer = build_optimizer(config.optimizer, model)
-    scheduler = build_scheduler(config.schedule, optimizer, config.total_steps)
 
     if data is None:
         data = prepare_data(config.data, spec.preprocessing, progress=progress)
+    bind_loss(loss, data.train.n_classes, model.embedding_dim)  # class-weight losses: one column per class
+    optimizer = build_optimizer(config.optimizer, model, loss)
+    scheduler = build_scheduler(config.schedule, optimizer, config.total_steps)
     from twinshot.training.preflight import check_sizes, held_out_names
 
     check_sizes(config, batch_kind, data.train, data.val)

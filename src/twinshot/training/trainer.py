@@ -177,6 +177,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "generators": {k: g.get_state() for k, g in self.generators.items()},
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "loss": {k: v.detach().clone() for k, v in self.loss.state_dict().items()},  # e.g. class weights
             "extra_json": json.dumps(self.extra),
         }
 
@@ -185,6 +186,8 @@ class Trainer:
         if data.get("format") != "twinshot-trainer/1":
             raise TwinshotError("not a twinshot trainer state (format mismatch)")
         self.model.load_state_dict(data["model"])
+        if data.get("loss"):
+            self.loss.load_state_dict(data["loss"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
         self.state = TrainState(**data["state"])
