@@ -214,3 +214,14 @@ def test_margin_loss_trains_its_class_weights_and_resumes_bit_exact(tiny_data: P
     _assert_same_weights(_weights(run), _weights(ref))
     after = torch.load(run / "last" / "trainer_state.pt", weights_only=False)["loss"]["W"]
     assert torch.equal(after, w)
+
+
+def test_open_set_on_the_runs_held_out_classes(reference: Path, capsys) -> None:
+    """``evaluate open-set --heldout`` rebuilds the run's split (1 held-out group of 6 classes)."""
+    from twinshot.cli.main import cli
+
+    assert cli(["evaluate", "open-set", str(reference), "--heldout", "--enrolled", "3", "--seeds", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["heldout"] and out["n_classes"] == 6 and out["n_mated"] == 15 and out["n_nonmated"] == 18
+    assert cli(["evaluate", "open-set", str(reference), "--enrolled", "3"]) == 2
+    assert "give DATA" in capsys.readouterr().err
