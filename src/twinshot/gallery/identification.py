@@ -32,12 +32,16 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from twinshot.errors import ConfigError, DataError, TwinshotError
-from twinshot.evaluation.openset import OpenSetDraw, Pairwise, draw_open_set, score_draw, threshold_at_fpir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twinshot.evaluation.openset import OpenSetDraw, Pairwise
+# twinshot.evaluation imports torch: its functions are imported where they are used, so that
+# the size warning of ``gallery identify`` stays on the torch-free (ONNX) path.
 
 META_KEY = "identification_calibration"
 #: Warn when the gallery holds more than this many times the identities it was calibrated for.
@@ -102,6 +106,8 @@ def _simulate(
     embeddings: np.ndarray, labels: np.ndarray, pairwise: Pairwise, *, fpir: float, gallery_size: int,
     references: int, simulations: int, seed: int, rule: str, transform: Any = None,
 ) -> tuple[float, list[float], list[float], list[float]]:
+    from twinshot.evaluation.openset import draw_open_set, score_draw, threshold_at_fpir
+
     groups = np.zeros(int(labels.max()) + 1, dtype=np.int64)
     draws = []
     for s in range(simulations):
@@ -118,6 +124,8 @@ def _simulate(
 
 def _all_enrolled(labels: np.ndarray, references: int, rng: np.random.Generator) -> OpenSetDraw:
     """Every class with a query left enrolled with ``references`` images; its other images query."""
+    from twinshot.evaluation.openset import OpenSetDraw
+
     refs, ref_id, qs, q_id = [], [], [], []
     classes = [c for c in range(int(labels.max()) + 1) if (labels == c).sum() > references]
     for i, c in enumerate(classes):
@@ -136,6 +144,8 @@ def _extrapolate(
     embeddings: np.ndarray, labels: np.ndarray, pairwise: Pairwise, *, fpir: float, gallery_size: int,
     references: int, simulations: int, seed: int, rule: str, transform: Any = None,
 ) -> tuple[float, list[float], list[float], list[float]]:
+    from twinshot.evaluation.openset import OpenSetDraw
+
     from twinshot.evaluation.openset import identity_scores
 
     sims = []
