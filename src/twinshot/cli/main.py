@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from twinshot.cli import demo, evaluate, export, gallery, models, report, serve, train, verify
+from twinshot.cli import demo, evaluate, export, gallery, models, pairs, report, serve, train, verify
 
 app = typer.Typer(
     name="twinshot",
@@ -27,6 +27,7 @@ app.command("report", help=report.report.__doc__)(report.report)
 app.command("serve", help=serve.serve.__doc__)(serve.serve)
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(models.app, name="models")
+app.add_typer(pairs.app, name="pairs")
 
 
 @app.callback()

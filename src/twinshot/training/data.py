@@ -121,6 +121,10 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
 
     relabel = RELABELS.get(config.relabel) if config.relabel else None  # fails before loading
     full = load_sources(config.sources, preprocessing, progress=progress, cache_dir=config.cache_dir)
+    if relabel is not None and getattr(relabel, "before_split", False):
+        if config.split_by != "group":
+            raise DataError(f"data.relabel={config.relabel!r} needs data.split_by=\"group\" (it relabels before the split)")
+        full, relabel = relabel(full), None
     if config.val > 0:
         val_amount: float | int = int(config.val) if config.val >= 1 else config.val
         split = class_split(full, val=val_amount, test=0, seed=config.split_seed, by=config.split_by)
