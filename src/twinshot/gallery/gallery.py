@@ -864,6 +864,16 @@ class Gallery:
             self._refresh()
             return verify_images(self.embedder, image1, image2, threshold=self.threshold, calibration=self.calibration)
 
+    def verify_claim(self, identity: str, image: Any, *, threshold: float | None = None, rule: str | None = None) -> Any:
+        """Is ``image`` of the enrolled ``identity``? It is compared with all of that
+        identity's references under the gallery's rule (or ``rule``), at its threshold;
+        returns a :class:`twinshot.gallery.claims.ClaimVerification` (``UnknownIdentity``
+        when ``identity`` is not enrolled). See :mod:`twinshot.gallery.claims`."""
+        from twinshot.gallery.claims import verify_claim_embeddings
+
+        (result,) = verify_claim_embeddings(self, identity, self.embed([image]), threshold=threshold, rule=rule)
+        return result
+
     # -- calibrating ----------------------------------------------------------------------
 
     def calibrate(
