@@ -42,6 +42,9 @@ class Preprocessing:
             dark ink on light paper (Omniglot, signatures) so that ink is the foreground
             (high values) and padding or background is zero.
         mean, std: after scaling to [0, 1], ``x = (x - mean) / std`` (same for every channel).
+        keep_aspect: pad the image to the target's aspect ratio (centred, with paper:
+            white when ``invert``, else black) before resizing, so shapes are not
+            stretched (whole signatures); False stretches to ``size``.
     """
 
     size: tuple[int, int] = (105, 105)
@@ -49,6 +52,7 @@ class Preprocessing:
     invert: bool = False
     mean: float = 0.0
     std: float = 1.0
+    keep_aspect: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
@@ -144,6 +148,18 @@ def array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(arr)
 
 
+def pad_to_aspect(img: Image.Image, ratio: float, fill: int) -> Image.Image:
+    """``img`` centred on a canvas of height/width ``ratio`` filled with ``fill`` (every
+    channel), the smallest that holds it; unchanged when it already has that ratio."""
+    w, h = img.size
+    cw, ch = max(w, int(round(h / ratio))), max(h, int(round(w * ratio)))
+    if (cw, ch) == (w, h):
+        return img
+    canvas = Image.new(img.mode, (cw, ch), (fill,) * len(img.getbands()) if len(img.getbands()) > 1 else fill)
+    canvas.paste(img, ((cw - w) // 2, (ch - h) // 2))
+    return canvas
+
+
 def decode_image_array(
     source: ArraySource,
     preprocessing: Preprocessing,
@@ -179,6 +195,8 @@ def decode_image_array(
         if img.mode != mode:
             img = img.convert(mode)
         h, w = preprocessing.size
+        if preprocessing.keep_aspect:
+            img = pad_to_aspect(img, h / w, 255 if preprocessing.invert else 0)
         if img.size != (w, h):
             img = img.resize((w, h), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)

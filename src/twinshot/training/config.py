@@ -82,6 +82,7 @@ class PreprocessingConfig:
     invert: bool = True
     mean: float = 0.0
     std: float = 1.0
+    keep_aspect: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,10 @@ class SamplerConfig:
         n_way, n_shot, n_query: classes, support and query images per class ("episode").
         within_group: draw each episode's (or P x K batch's) classes from one group
             ("episode", "labelled": batch-hard negatives from the same alphabet).
+        negative_only: a glob on class names ("*/forged": CEDAR's skilled forgeries) of
+            classes used only as negatives ("pairs", "triplets").
+        hard_negatives: share of negatives drawn from another class of the anchor's group,
+            e.g. the writer's own forgeries ("pairs", "triplets").
     """
 
     batch_size: int = 128
@@ -127,6 +132,8 @@ class SamplerConfig:
     n_shot: int = 1
     n_query: int = 5
     within_group: bool = False
+    negative_only: str = ""
+    hard_negatives: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,11 @@ class ValidationConfig:
         seed: the same episodes are drawn at every epoch.
         calibration_pairs: pairs of validation images used, at the end, to fit the
             head's logistic (Platt scaling) when the loss does not train it.
+        metric: ``"episodes"`` (the N-way K-shot accuracy above) or
+            ``"group_verification"``: 1 - EER of within-group verification (genuine pairs
+            of a class vs another class of its group, ``sampler.negative_only`` classes
+            never references; CEDAR's genuine vs skilled forgeries of one writer), see
+            :mod:`twinshot.evaluation.group_verification`.
     """
 
     n_way: int = 20
@@ -215,6 +227,7 @@ class ValidationConfig:
     within_group: bool = True
     seed: int = 0
     calibration_pairs: int = 4000
+    metric: str = "episodes"
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,21 @@ from twinshot.data.pairs import read_pairs_csv
 from twinshot.errors import DataError
 
 
-def _fake_cedar(root: Path, writers: int = 3, per_writer: int = 4) -> Path:
-    from PIL import Image
+def fake_cedar(root: Path, writers: int = 3, per_writer: int = 4, size: tuple[int, int] = (36, 24)) -> Path:
+    """A CEDAR-like folder: white pages with a writer-specific ink scribble (forgeries shifted)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
 
     for sub, stem in (("full_org", "original"), ("full_forg", "forgeries")):
         (root / sub).mkdir(parents=True)
         for w in range(1, writers + 1):
+            pts = np.random.default_rng(w).integers(2, min(size) - 2, (5, 2))
             for n in range(1, per_writer + 1):
-                Image.new("L", (12, 8), 255).save(root / sub / f"{stem}_{w}_{n}.png")
+                img = Image.new("L", size, 255)
+                jitter = np.random.default_rng(100 * w + n + (50 if stem == "forgeries" else 0)).integers(-2, 3, pts.shape)
+                shift = 3 if stem == "forgeries" else 0
+                ImageDraw.Draw(img).line([tuple(int(v) for v in p) for p in (pts + jitter + shift)], fill=0, width=2)
+                img.save(root / sub / f"{stem}_{w}_{n}.png")
     (root / "full_org" / "Thumbs.db").write_bytes(b"x")
     return root
 
@@ -43,7 +50,7 @@ def test_names_and_writer_lists() -> None:
 
 
 def test_pairs_follow_the_protocol(tmp_path: Path) -> None:
-    root = _fake_cedar(tmp_path / "cedar")
+    root = fake_cedar(tmp_path / "cedar")
     pairs = cedar_pairs(root, "1-2")
     info = lambda p: parse_cedar_name(p.name)  # noqa: E731
     assert len(pairs["genuine"]) == 2 * 6 and len(pairs["skilled"]) == 2 * 16 and len(pairs["random"]) == 2 * 6
@@ -60,7 +67,7 @@ def test_pairs_follow_the_protocol(tmp_path: Path) -> None:
 
 
 def test_written_csvs_are_read_by_the_evaluation(tmp_path: Path) -> None:
-    root = _fake_cedar(tmp_path / "cedar")
+    root = fake_cedar(tmp_path / "cedar")
     files = write_cedar_pairs(root, tmp_path / "pairs", "1-3", random_per_writer=2)
     skilled = read_pairs_csv(files["skilled"])
     assert sum(p.same for p in skilled) == 18 and sum(not p.same for p in skilled) == 48
@@ -73,7 +80,7 @@ def test_written_csvs_are_read_by_the_evaluation(tmp_path: Path) -> None:
 def test_bad_folders_and_writers_are_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a CEDAR folder"):
         cedar_images(tmp_path)
-    root = _fake_cedar(tmp_path / "cedar", writers=2)
+    root = fake_cedar(tmp_path / "cedar", writers=2)
     with pytest.raises(DataError, match=r"no images of writer\(s\) 7"):
         cedar_images(root, "1,7")
     with pytest.raises(DataError, match="no random impostor pairs"):
@@ -85,7 +92,7 @@ def test_pairs_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
     from twinshot.cli.main import cli
 
-    root = _fake_cedar(tmp_path / "cedar")
+    root = fake_cedar(tmp_path / "cedar")
     assert cli(["pairs", "cedar", str(root), "--writers", "2-3", "--out", str(tmp_path / "p"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["pairs"]["skilled"] == {"genuine": 12, "skilled": 32}
@@ -97,8 +104,8 @@ def test_pairs_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_relabel_groups_a_writer_with_its_forgeries(tmp_path: Path) -> None:
     from twinshot.data import Preprocessing, load_dataset
 
-    root = _fake_cedar(tmp_path / "cedar", writers=2, per_writer=2)
-    ds = relabel_cedar_writers(load_dataset(root, Preprocessing(size=(8, 12))))
+    root = fake_cedar(tmp_path / "cedar", writers=2, per_writer=2)
+    ds = relabel_cedar_writers(load_dataset(root, Preprocessing(size=(12, 18))))
     assert ds.class_names == ["1", "1/forged", "2", "2/forged"]
     assert ds.group_names == ["1", "2"] and ds.class_groups.tolist() == [0, 0, 1, 1]
     for label, path in zip(ds.labels.tolist(), ds.paths):
