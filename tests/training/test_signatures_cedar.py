@@ -58,3 +58,17 @@ def test_unknown_validation_metric(cedar: Path, tmp_path: Path) -> None:
     config = load_config(preset="signatures-cedar", overrides={"data.sources": [str(cedar)], **TINY_CEDAR, "validation.metric": "vibes"})
     with pytest.raises(ConfigError, match="validation.metric must be"):
         train(config, tmp_path / "run", progress=False)
+
+
+def test_extra_training_identities_join_the_training_part_only(cedar: Path, tmp_path: Path) -> None:
+    from tests.data.datasets.test_crossmedia import _fake_dataset
+
+    extra = _fake_dataset(tmp_path / "xm", writers=2, numbers=range(1, 21))
+    config = load_config(preset="signatures-cedar", overrides={
+        "data.sources": [str(cedar)], **TINY_CEDAR,
+        "data.extra_train_sources": [str(extra)], "data.extra_train_relabel": "signatures_writer_name",
+    })
+    data = prepare_data(config.data, model_spec(config).preprocessing)
+    assert "1/name01" in data.train.class_names and "name01" in data.train.group_names
+    assert not any("name" in c for c in data.val.class_names) and data.val.n_classes == 4
+    assert data.train.n_classes == 3 * 2 + 2 * 10

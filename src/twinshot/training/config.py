@@ -62,6 +62,9 @@ class DataConfig:
         relabel: a named relabelling applied to both parts after the split ("" = keep the
             folder classes); see :data:`twinshot.data.relabel.RELABELS` (e.g.
             ``"signatures_writer_name"``: writer/name classes grouped by name).
+        extra_train_sources: more folders or zips added to the **training** part only
+            (never split, never validated on), e.g. other writers as extra identities.
+        extra_train_relabel: a relabelling of :data:`RELABELS` applied to them ("" = none).
     """
 
     sources: tuple[str, ...] = (DEFAULT_OMNIGLOT,)
@@ -71,6 +74,8 @@ class DataConfig:
     rotations: tuple[int, ...] = ()
     cache_dir: str = ""
     relabel: str = ""
+    extra_train_sources: tuple[str, ...] = ()
+    extra_train_relabel: str = ""
 
 
 @dataclass(frozen=True)

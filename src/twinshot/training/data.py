@@ -134,6 +134,16 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
     if relabel is not None:
         train = relabel(train)
         val = None if val is None else relabel(val)
+    if config.extra_train_sources:
+        extra = load_sources(config.extra_train_sources, preprocessing, progress=progress, cache_dir=config.cache_dir)
+        if config.extra_train_relabel:
+            extra = RELABELS.get(config.extra_train_relabel)(extra)
+        clash = set(extra.class_names) & set(train.class_names)
+        if clash:
+            raise DataError(f"data.extra_train_sources share class names with the training part: {', '.join(sorted(clash)[:3])}")
+        if val is not None and set(extra.class_names) & set(val.class_names):
+            raise DataError("data.extra_train_sources share class names with the validation part")
+        train = merge_datasets([train, extra])
     if config.rotations:
         from twinshot.data import add_rotated_classes
 

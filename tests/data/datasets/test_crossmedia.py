@@ -32,7 +32,9 @@ def _fake_dataset(root: Path, writers: int, numbers: range = range(1, 41)) -> Pa
     for w in range(1, writers + 1):
         (root / str(w)).mkdir(parents=True)
         for n in numbers:
-            Image.new("L", (8, 8), 255).save(root / str(w) / f"{n}.png")
+            img = Image.new("L", (8, 8), 255)
+            img.putpixel((n % 8, w % 8), 0)  # some ink: a blank page is not a signature
+            img.save(root / str(w) / f"{n}.png")
     return root
 
 
