@@ -49,3 +49,14 @@ def test_keep_aspect_pads_with_paper_instead_of_stretching() -> None:
     assert no_invert[0].max() == 0  # padding is black when not inverting (paper = 0 there too)
     rgb = np.stack([ink] * 3, -1)
     assert decode_image_array(rgb, Preprocessing(size=(40, 40), channels=3, invert=True, keep_aspect=True)).shape == (3, 40, 40)
+
+
+def test_fixed_pooling_equals_adaptive_pooling_and_exports() -> None:
+    torch.manual_seed(0)
+    enc = ENCODERS.build("signet", input_size=40, input_width=70, widths=[4, 6, 8], grid=[3, 5], hidden=0, embedding_dim=6).eval()
+    x = torch.rand(2, 1, 40, 70)
+    h = enc.features(x)
+    assert h.shape[-1] % 5 != 0  # a size adaptive pooling cannot export
+    fixed = torch.matmul(torch.matmul(enc.pool_rows, h), enc.pool_cols)
+    torch.testing.assert_close(fixed, enc.pool(h))
+    assert not any(k.startswith("pool_") for k in enc.state_dict())  # checkpoints unchanged

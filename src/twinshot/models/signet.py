@@ -28,6 +28,16 @@ from twinshot.errors import ConfigError
 from twinshot.models.encoders import ENCODERS, Encoder
 
 
+def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """``(n_out, n_in)``: row ``i`` averages the cells ``floor(i n_in / n_out)`` up to
+    ``ceil((i + 1) n_in / n_out)``, exactly as ``adaptive_avg_pool`` does."""
+    m = torch.zeros(n_out, n_in)
+    for i in range(n_out):
+        a, b = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
 @ENCODERS.register("signet")
 class SigNetEncoder(Encoder):
     """SigNet-like convolutional encoder for whole signatures (aspect ratio kept).
@@ -78,6 +88,13 @@ class SigNetEncoder(Encoder):
         self.features = nn.Sequential(*layers)
         self.grid = (int(grid[0]), int(grid[1]))
         self.pool = nn.AdaptiveAvgPool2d(self.grid)
+        # The same pooling as two fixed matrices at the input size (ONNX cannot export
+        # adaptive pooling whose sizes do not divide); other sizes use self.pool.
+        with torch.no_grad():
+            fh, fw = self.features.eval()(torch.zeros(1, in_channels, int(input_size), width)).shape[-2:]
+        self.features.train()
+        self.register_buffer("pool_rows", _pool_matrix(int(fh), self.grid[0]), persistent=False)
+        self.register_buffer("pool_cols", _pool_matrix(int(fw), self.grid[1]).t().contiguous(), persistent=False)
         flat = prev * self.grid[0] * self.grid[1]
         fc: list[nn.Module] = []
         if dropout > 0:
@@ -95,6 +112,10 @@ class SigNetEncoder(Encoder):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, embedding_dim)``."""
-        h = self.pool(self.features(x))
+        h = self.features(x)
+        if tuple(h.shape[-2:]) == (self.pool_rows.shape[1], self.pool_cols.shape[0]):
+            h = torch.matmul(torch.matmul(self.pool_rows, h), self.pool_cols)  # (B, C, rows, cols)
+        else:
+            h = self.pool(h)
         h = self.fc(torch.flatten(h, 1))
         return F.normalize(h, dim=1) if self.normalized else h
