@@ -65,6 +65,9 @@ class Preprocessing:
             68 landmarks, warp it to ``size`` by a similarity transform; see
             :mod:`twinshot.faces.align`; ``"face-api-centre"``: the face nearest the centre),
             or ``""`` for none. It replaces ``crop`` and resize.
+        keep_aspect: pad the image to the target's aspect ratio (centred, with paper:
+            white when ``invert``, else black) before resizing, so shapes are not
+            stretched (whole signatures); False stretches to ``size``.
     """
 
     size: tuple[int, int] = (105, 105)
@@ -74,6 +77,7 @@ class Preprocessing:
     std: float = 1.0
     crop: float = 1.0
     align: str = ""
+    keep_aspect: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
@@ -92,7 +96,7 @@ class Preprocessing:
         d = asdict(self)
         d["size"] = list(self.size)
         # fields added later are written only when set, so older models' fingerprints hold
-        for key, default in (("crop", 1.0), ("align", "")):
+        for key, default in (("crop", 1.0), ("align", ""), ("keep_aspect", False)):
             if d[key] == default:
                 del d[key]
         return d
@@ -297,6 +301,18 @@ def check_shape(size: tuple[int, int], name: str) -> None:
         )
 
 
+def pad_to_aspect(img: Image.Image, ratio: float, fill: int) -> Image.Image:
+    """``img`` centred on a canvas of height/width ``ratio`` filled with ``fill`` (every
+    channel), the smallest that holds it; unchanged when it already has that ratio."""
+    w, h = img.size
+    cw, ch = max(w, int(round(h / ratio))), max(h, int(round(w * ratio)))
+    if (cw, ch) == (w, h):
+        return img
+    canvas = Image.new(img.mode, (cw, ch), (fill,) * len(img.getbands()) if len(img.getbands()) > 1 else fill)
+    canvas.paste(img, ((cw - w) // 2, (ch - h) // 2))
+    return canvas
+
+
 def decode_image_array(
     source: ArraySource,
     preprocessing: Preprocessing,
@@ -338,6 +354,8 @@ def decode_image_array(
             img = img.convert(mode)
         check_content(img, name)
         h, w = preprocessing.size
+        if preprocessing.keep_aspect:
+            img = pad_to_aspect(img, h / w, 255 if preprocessing.invert else 0)
         if preprocessing.align:
             from twinshot.faces.align import align_face  # torch; only for face models
 

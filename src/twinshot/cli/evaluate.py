@@ -269,3 +269,40 @@ def lfw(
     console.print("fold  pairs  threshold  accuracy")
     for f in result.folds:
         console.print(f"{f.fold:>4}  {f.n_pairs:>5}  {f.threshold:>9.4f}  {100 * f.accuracy:>7.2f}%")
+
+
+@app.command("cedar-claims")
+def cedar_claims(
+    model: str = typer.Argument(..., metavar="MODEL", help=_MODEL_HELP),
+    data: str = typer.Argument(..., metavar="CEDAR", help="The CEDAR folder (full_org/, full_forg/)."),
+    writers: Optional[str] = typer.Option(None, "--writers", help="Writers to enroll and question, e.g. 36-45 (default: all)."),
+    references: str = typer.Option("1,5,12", "--references", help="Numbers of enrolled genuine references per writer."),
+    rule: str = typer.Option("max", "--rule", help="Combine a writer's references by 'max' or 'mean'."),
+    seed: int = typer.Option(0, "--seed", help="Seeds which genuine signatures are references."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Writer-dependent CEDAR verification: enroll R genuine references per writer, verify
+    questioned signatures against the claimed writer; EER and FRR at FAR 1% for skilled and
+    random forgeries, for each R."""
+    from twinshot.errors import ConfigError
+    from twinshot.evaluation.claims import cedar_writer_dependent
+    from twinshot.models import load_model
+
+    try:
+        rs = [int(r) for r in references.split(",") if r.strip()]
+    except ValueError:
+        raise ConfigError(f"--references must be numbers separated by commas, got {references!r}") from None
+    results = cedar_writer_dependent(
+        load_model(model), data, writers, references=rs, rule=rule, seed=seed, progress=_show_progress(as_json)
+    )
+    if as_json:
+        _emit_json({"model": str(model), "results": [r.to_dict() for r in results]})
+        return
+    console = _console()
+    for r in results:
+        parts = [
+            f"{kind}: EER {100 * c.eer:.2f}%, FRR {100 * c.frr_at_far['1e-2']:.2f}% at FAR 1% "
+            f"({c.n_genuine} genuine, {c.n_impostor} {kind} claims)"
+            for kind, c in r.rates.items()
+        ]
+        console.print(f"[bold]R = {r.references:2d}[/bold] ({r.rule})  " + "   ".join(parts))

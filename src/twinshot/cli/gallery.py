@@ -407,3 +407,26 @@ def check(
             typer.echo(f"  warning: {line}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_claim(
+    gallery: str = typer.Argument(..., help=_GALLERY),
+    identity: str = typer.Argument(..., help="The claimed identity (enrolled)."),
+    image: str = typer.Argument(..., help="The questioned image."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
+    inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Is IMAGE of the claimed IDENTITY? Compared with all of IDENTITY's references under the
+    gallery's rule, accepted when the score reaches the gallery's threshold."""
+    with _open(gallery, model, inference=inference, readonly=True) as g:
+        result = g.verify_claim(identity, image)
+    if as_json:
+        _emit_json({"image": image, **result.to_dict()})
+        return
+    verdict = "accepted" if result.same else "rejected"
+    typer.echo(
+        f"{image}: {verdict} as {identity} (score {_fmt(result.score)} vs threshold {_fmt(result.threshold)}, "
+        f"{result.rule} over {result.references} reference{'s' * (result.references != 1)}, p {result.probability:.3f})"
+    )

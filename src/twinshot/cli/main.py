@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from twinshot.cli import demo, evaluate, export, gallery, models, report, serve, train, verify
+from twinshot.cli import demo, evaluate, export, gallery, models, pairs, report, serve, train, verify
 
 app = typer.Typer(
     name="twinshot",
@@ -31,6 +31,7 @@ app.command("report", help=report.report.__doc__)(report.report)
 app.command("serve", help=serve.serve.__doc__)(serve.serve)
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(models.app, name="models")
+app.add_typer(pairs.app, name="pairs")
 
 
 def _print_version(value: bool) -> None:

@@ -152,6 +152,77 @@ def _distinct_from(candidates: torch.Tensor, rows: int, k: int, g: torch.Generat
     return candidates[keys.topk(k, dim=1).indices]
 
 
+class _Negatives:
+    """How negatives are drawn for anchors of given classes (pairs and triplets).
+
+    ``negative_only (n_classes,)`` bool marks classes whose images serve only as negatives
+    (a writer's skilled forgeries): they are never anchors or positives. With
+    ``hard_fraction > 0`` and ``class_groups``, that share of negatives comes from another
+    class of the anchor's group (uniformly; the writer's forgeries when the group is a
+    writer), the rest from any other class; anchors whose group has no other class fall
+    back to any other class.
+    """
+
+    def __init__(
+        self,
+        index: _ClassIndex,
+        negative_only: torch.Tensor | None,
+        hard_fraction: float,
+        class_groups: torch.Tensor | None,
+    ) -> None:
+        if not 0.0 <= float(hard_fraction) <= 1.0:
+            raise ConfigError(f"hard_negatives must be in [0, 1], got {hard_fraction}")
+        self.hard_fraction = float(hard_fraction)
+        n = len(index.counts)
+        mask = torch.zeros(n, dtype=torch.bool)
+        if negative_only is not None:
+            given = torch.as_tensor(negative_only, dtype=torch.bool).flatten()
+            mask[: min(n, len(given))] = given[:n]
+        self.negative_only = mask
+        self.any = bool(mask.any())
+        self.classes = index.present
+        self.hard: torch.Tensor | None = None  # (n_classes, width) same-group classes, -1 padded
+        if self.hard_fraction > 0:
+            if class_groups is None:
+                raise ConfigError("hard_negatives need class_groups (e.g. writers as groups)")
+            groups = torch.as_tensor(class_groups).long().flatten()
+            if len(groups) < n:
+                raise DataError(f"class_groups has {len(groups)} entries but the labels go up to {n - 1}")
+            present = index.present
+            rows = [present[(groups[present] == groups[c]) & (present != c)] for c in range(n)]
+            width = max(1, max(len(r) for r in rows))
+            self.hard = torch.full((n, width), -1, dtype=torch.long)
+            for c, r in enumerate(rows):
+                self.hard[c, : len(r)] = r
+            self.n_hard = (self.hard >= 0).sum(1)
+
+    def anchors(self, classes: torch.Tensor) -> torch.Tensor:
+        """``classes`` without the negative-only ones."""
+        return classes[~self.negative_only[classes]] if self.any else classes
+
+    def config(self) -> dict[str, Any]:
+        """What changes the draws (for the sampler's state check); empty when unused."""
+        if not self.any and self.hard_fraction == 0:
+            return {}
+        return {"negative_only": int(self.negative_only.sum()), "hard_negatives": self.hard_fraction}
+
+    def draw(self, anchor_classes: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A negative class ``(M,)`` for each of ``anchor_classes (M,)``: another present class."""
+        m = len(anchor_classes)
+        k = len(self.classes)
+        rank = torch.searchsorted(self.classes, anchor_classes)
+        other = _uniform(m, k - 1, g)
+        other += (other >= rank).long()
+        neg = self.classes[other]
+        if self.hard is not None:
+            n_hard = self.n_hard[anchor_classes]
+            take = (torch.rand(m, generator=g) < self.hard_fraction) & (n_hard > 0)
+            pos = _uniform(m, n_hard.clamp(min=1), g)
+            hard = self.hard[anchor_classes, pos]
+            neg = torch.where(take, hard, neg)
+        return neg
+
+
 class _BlockSampler(ABC, Generic[B]):
     """Draws ``batches`` batches per pass, ``block_batches`` at a time, from one generator.
 
@@ -280,6 +351,11 @@ class PairSampler(_BlockSampler[PairBatch]):
         same_fraction: the share of same pairs in each batch.
         class_names: names used in error messages (optional).
         skip_small: leave classes with a single image out of same pairs instead of raising.
+        negative_only: ``(n_classes,)`` bool, classes used only as the second image of
+            different pairs (a writer's skilled forgeries), never in same pairs.
+        hard_negatives: share of different pairs whose second class is another class of
+            the first one's group (``class_groups``): a writer's forgeries for that writer.
+        class_groups: ``(n_classes,)`` group of each class (for ``hard_negatives``).
     """
 
     def __init__(
@@ -292,6 +368,9 @@ class PairSampler(_BlockSampler[PairBatch]):
         *,
         class_names: Sequence[str] | None = None,
         skip_small: bool = False,
+        negative_only: torch.Tensor | None = None,
+        hard_negatives: float = 0.0,
+        class_groups: torch.Tensor | None = None,
     ) -> None:
         super().__init__(batches, seed)
         self.batch_size = _positive_int("batch_size", batch_size)
@@ -301,7 +380,8 @@ class PairSampler(_BlockSampler[PairBatch]):
         self.n_same = round(self.batch_size * self.same_fraction)
         self.n_different = self.batch_size - self.n_same
         self._index = _ClassIndex(labels, class_names)
-        self._same_classes = (
+        self._negatives = _Negatives(self._index, negative_only, hard_negatives, class_groups)
+        self._same_classes = self._negatives.anchors(
             self._index.eligible(2, "same pairs", skip_small) if self.n_same else self._index.present
         )
         if self.n_same and len(self._same_classes) == 0:
@@ -319,6 +399,7 @@ class PairSampler(_BlockSampler[PairBatch]):
             "batches": self.batches,
             "same_fraction": self.same_fraction,
             "same_classes": len(self._same_classes),
+            **self._negatives.config(),
         }
 
     def _batch_elements(self) -> int:
@@ -333,7 +414,14 @@ class PairSampler(_BlockSampler[PairBatch]):
             picks = idx.pick(classes, idx.distinct_positions(classes, 2, g))
             parts1.append(picks[:, 0].view(n, self.n_same))
             parts2.append(picks[:, 1].view(n, self.n_same))
-        if self.n_different:
+        if self.n_different and (self._negatives.any or self._negatives.hard is not None):
+            m = n * self.n_different
+            refs = self._negatives.anchors(self._classes)
+            c1 = refs[_uniform(m, len(refs), g)]
+            c2 = self._negatives.draw(c1, g)
+            parts1.append(idx.pick(c1, idx.distinct_positions(c1, 1, g)).view(n, self.n_different))
+            parts2.append(idx.pick(c2, idx.distinct_positions(c2, 1, g)).view(n, self.n_different))
+        elif self.n_different:
             m = n * self.n_different
             k = len(self._classes)
             first = _uniform(m, k, g)
@@ -363,6 +451,10 @@ class TripletSampler(_BlockSampler[TripletBatch]):
         seed: seeds the generator.
         class_names: names used in error messages (optional).
         skip_small: leave single-image classes out of anchors instead of raising.
+        negative_only: ``(n_classes,)`` bool, classes used only as negatives (never anchors).
+        hard_negatives: share of negatives drawn from another class of the anchor's group
+            (``class_groups``): a writer's skilled forgeries for that writer.
+        class_groups: ``(n_classes,)`` group of each class (for ``hard_negatives``).
     """
 
     def __init__(
@@ -374,11 +466,15 @@ class TripletSampler(_BlockSampler[TripletBatch]):
         *,
         class_names: Sequence[str] | None = None,
         skip_small: bool = False,
+        negative_only: torch.Tensor | None = None,
+        hard_negatives: float = 0.0,
+        class_groups: torch.Tensor | None = None,
     ) -> None:
         super().__init__(batches, seed)
         self.batch_size = _positive_int("batch_size", batch_size)
         self._index = _ClassIndex(labels, class_names)
-        self._anchor_classes = self._index.eligible(2, "triplets", skip_small)
+        self._negatives = _Negatives(self._index, negative_only, hard_negatives, class_groups)
+        self._anchor_classes = self._negatives.anchors(self._index.eligible(2, "triplets", skip_small))
         self._classes = self._index.present
         if len(self._anchor_classes) == 0:
             raise DataError("no class has 2 images, so no anchor-positive pair can be drawn")
@@ -391,6 +487,7 @@ class TripletSampler(_BlockSampler[TripletBatch]):
             "batch_size": self.batch_size,
             "batches": self.batches,
             "anchor_classes": len(self._anchor_classes),
+            **self._negatives.config(),
         }
 
     def _batch_elements(self) -> int:
@@ -401,12 +498,15 @@ class TripletSampler(_BlockSampler[TripletBatch]):
         m = n * self.batch_size
         anchor_classes = self._anchor_classes[_uniform(m, len(self._anchor_classes), g)]
         ap = idx.pick(anchor_classes, idx.distinct_positions(anchor_classes, 2, g))
-        # A different class: shift a draw from the k - 1 others past the anchor's rank.
-        k = len(self._classes)
-        rank = torch.searchsorted(self._classes, anchor_classes)
-        other = _uniform(m, k - 1, g)
-        other += (other >= rank).long()
-        neg_classes = self._classes[other]
+        if self._negatives.any or self._negatives.hard is not None:
+            neg_classes = self._negatives.draw(anchor_classes, g)
+        else:
+            # A different class: shift a draw from the k - 1 others past the anchor's rank.
+            k = len(self._classes)
+            rank = torch.searchsorted(self._classes, anchor_classes)
+            other = _uniform(m, k - 1, g)
+            other += (other >= rank).long()
+            neg_classes = self._classes[other]
         neg = idx.pick(neg_classes, idx.distinct_positions(neg_classes, 1, g)).view(n, -1)
         anchor, positive = ap[:, 0].view(n, -1), ap[:, 1].view(n, -1)
         return [TripletBatch(anchor[i], positive[i], neg[i]) for i in range(n)]

@@ -301,6 +301,7 @@ def preprocessing_steps(model: SiameseNetwork) -> list[str]:
     h, w = p.size
     steps = [
         f"decode the image with PIL and convert it to mode {'RGB' if p.channels == 3 else 'L'} ({p.channels} channel{'s' if p.channels > 1 else ''})",
+        *([f"pad it, centred, to the aspect ratio {h}:{w} (height:width) with {'white' if p.invert else 'black'}"] if p.keep_aspect else []),
         f"if it is not {w}x{h} (width x height), resize it to that size with PIL bilinear resampling",
         "as uint8 (C, H, W)",
     ]

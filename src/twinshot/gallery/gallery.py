@@ -928,6 +928,16 @@ class Gallery:
             score = normalised_pair_score(self.embedder, norm, e[0:1], e[1:2])
             return Verification(probability=result.probability, score=score, same=score >= self.threshold, threshold=self.threshold)
 
+    def verify_claim(self, identity: str, image: Any, *, threshold: float | None = None, rule: str | None = None) -> Any:
+        """Is ``image`` of the enrolled ``identity``? It is compared with all of that
+        identity's references under the gallery's rule (or ``rule``), at its threshold;
+        returns a :class:`twinshot.gallery.claims.ClaimVerification` (``UnknownIdentity``
+        when ``identity`` is not enrolled). See :mod:`twinshot.gallery.claims`."""
+        from twinshot.gallery.claims import verify_claim_embeddings
+
+        (result,) = verify_claim_embeddings(self, identity, self.embed([image]), threshold=threshold, rule=rule)
+        return result
+
     # -- calibrating ----------------------------------------------------------------------
 
     def calibrate(

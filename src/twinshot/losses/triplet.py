@@ -41,7 +41,9 @@ class TripletLoss(Loss):
 
     Args:
         margin: the margin (>= 0; > 0 for ``"semi_hard"``).
-        mining: ``"all"``, ``"batch_hard"`` or ``"semi_hard"``.
+        mining: ``"all"``, ``"batch_hard"`` or ``"semi_hard"``; ``"none"`` takes explicit
+            triplets only (``batch_kind = "triplets"``: the trainer's triplet sampler, e.g.
+            with a writer's skilled forgeries as negatives).
         distance: ``"euclidean"``, ``"squared_euclidean"`` or ``"cosine"``.
     """
 
@@ -53,9 +55,12 @@ class TripletLoss(Loss):
             raise ConfigError(f"triplet margin must be >= 0, got {margin}")
         self.margin = float(margin)
         self.distance: Distance = DISTANCES.build(distance)
+        self.mining = mining
+        if mining == "none":  # explicit triplets from the trainer's triplet sampler
+            self.batch_kind = "triplets"
+            return
         params = {"margin": self.margin} if "margin" in MINERS.parameters(mining) else {}
         self.miner: TripletMiner = MINERS.build(mining, **params)
-        self.mining = mining
 
     @overload
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
@@ -81,6 +86,8 @@ class TripletLoss(Loss):
 
     def mined(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of the triplets mined in ``embeddings (B, D)`` with ``labels (B,)`` -> ``()``."""
+        if self.mining == "none":
+            raise DataError("TripletLoss(mining='none') takes explicit (anchor, positive, negative) triplets")
         e = self.check_embeddings("embeddings", embeddings)
         if isinstance(labels, torch.Tensor) and labels.is_floating_point() and labels.ndim == 2:
             raise DataError(

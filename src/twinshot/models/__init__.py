@@ -4,10 +4,11 @@ from twinshot.models.encoders import ENCODERS, CompactEncoder, Encoder, KochEnco
 from twinshot.models.heads import HEADS, CosineHead, EuclideanHead, Head, WeightedL1Head
 from twinshot.models.io import fingerprint, load_model, model_metadata, resolve_model_dir, save_model, shipped_models
 from twinshot.models.siamese import ModelSpec, SiameseNetwork, build_model
+from twinshot.models.signet import SigNetEncoder
 
 __all__ = [
     "ENCODERS", "HEADS", "Encoder", "Head", "KochEncoder", "CompactEncoder",
-    "EuclideanHead", "CosineHead", "WeightedL1Head", "ModelSpec", "SiameseNetwork",
+    "EuclideanHead", "CosineHead", "WeightedL1Head", "ModelSpec", "SiameseNetwork", "SigNetEncoder",
     "build_model", "save_model", "load_model", "model_metadata", "resolve_model_dir",
     "fingerprint", "shipped_models",
 ]

@@ -321,17 +321,16 @@ class Engine:
         images = await self.decode([upload])
 
         def run() -> dict[str, Any]:
+            from twinshot.gallery.claims import UnknownIdentity, verify_claim_embeddings
+
             g = self.gallery
             embeddings = embed_uint8(g.model, images)
-            if g.n_embeddings:
-                try:
-                    (found,) = g.identify_embeddings(embeddings, k=len(g) + 16)
-                except TwinshotError:
-                    found = None
-                for c in found.candidates if found is not None else ():
-                    if c.identity == identity:
-                        return {"probability": c.probability, "score": finite(c.score), "same": c.score >= found.threshold, "threshold": found.threshold}
-            raise ServiceError(404, "unknown_identity", f"identity {identity!r} is not enrolled")
+            try:
+                (claim,) = verify_claim_embeddings(g, identity, embeddings)
+            except UnknownIdentity:
+                raise ServiceError(404, "unknown_identity", f"identity {identity!r} is not enrolled") from None
+            d = claim.to_dict()
+            return {k: d[k] for k in ("probability", "score", "same", "threshold", "rule", "references")}
 
         return {"image": upload.name, "identity": identity, **await self._in(self._read, run)}
 

@@ -62,6 +62,9 @@ class DataConfig:
         relabel: a named relabelling applied to both parts after the split ("" = keep the
             folder classes); see :data:`twinshot.data.relabel.RELABELS` (e.g.
             ``"signatures_writer_name"``: writer/name classes grouped by name).
+        extra_train_sources: more folders or zips added to the **training** part only
+            (never split, never validated on), e.g. other writers as extra identities.
+        extra_train_relabel: a relabelling of :data:`RELABELS` applied to them ("" = none).
     """
 
     sources: tuple[str, ...] = (DEFAULT_OMNIGLOT,)
@@ -71,6 +74,8 @@ class DataConfig:
     rotations: tuple[int, ...] = ()
     cache_dir: str = ""
     relabel: str = ""
+    extra_train_sources: tuple[str, ...] = ()
+    extra_train_relabel: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class PreprocessingConfig:
     invert: bool = True
     mean: float = 0.0
     std: float = 1.0
+    keep_aspect: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,10 @@ class SamplerConfig:
         n_way, n_shot, n_query: classes, support and query images per class ("episode").
         within_group: draw each episode's (or P x K batch's) classes from one group
             ("episode", "labelled": batch-hard negatives from the same alphabet).
+        negative_only: a glob on class names ("*/forged": CEDAR's skilled forgeries) of
+            classes used only as negatives ("pairs", "triplets").
+        hard_negatives: share of negatives drawn from another class of the anchor's group,
+            e.g. the writer's own forgeries ("pairs", "triplets").
     """
 
     batch_size: int = 128
@@ -127,6 +137,8 @@ class SamplerConfig:
     n_shot: int = 1
     n_query: int = 5
     within_group: bool = False
+    negative_only: str = ""
+    hard_negatives: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +218,11 @@ class ValidationConfig:
         seed: the same episodes are drawn at every epoch.
         calibration_pairs: pairs of validation images used, at the end, to fit the
             head's logistic (Platt scaling) when the loss does not train it.
+        metric: ``"episodes"`` (the N-way K-shot accuracy above) or
+            ``"group_verification"``: 1 - EER of within-group verification (genuine pairs
+            of a class vs another class of its group, ``sampler.negative_only`` classes
+            never references; CEDAR's genuine vs skilled forgeries of one writer), see
+            :mod:`twinshot.evaluation.group_verification`.
     """
 
     n_way: int = 20
@@ -215,6 +232,7 @@ class ValidationConfig:
     within_group: bool = True
     seed: int = 0
     calibration_pairs: int = 4000
+    metric: str = "episodes"
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,10 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
 
     relabel = RELABELS.get(config.relabel) if config.relabel else None  # fails before loading
     full = load_sources(config.sources, preprocessing, progress=progress, cache_dir=config.cache_dir)
+    if relabel is not None and getattr(relabel, "before_split", False):
+        if config.split_by != "group":
+            raise DataError(f"data.relabel={config.relabel!r} needs data.split_by=\"group\" (it relabels before the split)")
+        full, relabel = relabel(full), None
     if config.val > 0:
         val_amount: float | int = int(config.val) if config.val >= 1 else config.val
         split = class_split(full, val=val_amount, test=0, seed=config.split_seed, by=config.split_by)
@@ -131,6 +135,16 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
     if relabel is not None:
         train = relabel(train)
         val = None if val is None else relabel(val)
+    if config.extra_train_sources:
+        extra = load_sources(config.extra_train_sources, preprocessing, progress=progress, cache_dir=config.cache_dir)
+        if config.extra_train_relabel:
+            extra = RELABELS.get(config.extra_train_relabel)(extra)
+        clash = set(extra.class_names) & set(train.class_names)
+        if clash:
+            raise DataError(f"data.extra_train_sources share class names with the training part: {', '.join(sorted(clash)[:3])}")
+        if val is not None and set(extra.class_names) & set(val.class_names):
+            raise DataError("data.extra_train_sources share class names with the validation part")
+        train = merge_datasets([train, extra])
     if config.rotations:
         from twinshot.data import add_rotated_classes
 

@@ -102,16 +102,28 @@ def build_training_model(config: TrainConfig, spec: Any = None) -> Any:
     return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
 
 
+def _negative_only_mask(config: TrainConfig, class_names: Sequence[str]) -> torch.Tensor:
+    """``(n_classes,)`` bool: the classes ``sampler.negative_only`` (a glob) names."""
+    import fnmatch
+
+    pattern = config.sampler.negative_only
+    return torch.tensor([bool(pattern) and fnmatch.fnmatchcase(c, pattern) for c in class_names], dtype=torch.bool)
+
+
 def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any) -> Any:
     from twinshot import data as D
 
     s, n = config.sampler, config.run.steps_per_epoch
     seed = config.run.seed
     names = train_data.class_names
+    negatives: dict[str, Any] = {}
+    if s.negative_only or s.hard_negatives:
+        mask = _negative_only_mask(config, names)
+        negatives = dict(negative_only=mask, hard_negatives=s.hard_negatives, class_groups=train_data.class_groups)
     if batch_kind == "pairs":
-        return D.PairSampler(train_data.labels, s.batch_size, n, seed, s.same_fraction, class_names=names, skip_small=True)
+        return D.PairSampler(train_data.labels, s.batch_size, n, seed, s.same_fraction, class_names=names, skip_small=True, **negatives)
     if batch_kind == "triplets":
-        return D.TripletSampler(train_data.labels, s.batch_size, n, seed, class_names=names, skip_small=True)
+        return D.TripletSampler(train_data.labels, s.batch_size, n, seed, class_names=names, skip_small=True, **negatives)
     if batch_kind == "labelled":
         return D.ClassBalancedSampler(
             train_data.labels, s.n_classes, s.n_per_class, n, seed, class_names=names, skip_small=True,
@@ -132,7 +144,7 @@ def model_spec(config: TrainConfig) -> Any:
 
     m = config.model
     p = m.preprocessing
-    preprocessing = Preprocessing(size=p.size, channels=p.channels, invert=p.invert, mean=p.mean, std=p.std)
+    preprocessing = Preprocessing(size=p.size, channels=p.channels, invert=p.invert, mean=p.mean, std=p.std, keep_aspect=p.keep_aspect)
     return ModelSpec(m.encoder, dict(m.encoder_params), m.head, dict(m.head_params), preprocessing)
 
 
@@ -290,6 +302,17 @@ def train(
             return r.accuracy, r.ci95
 
         validate = episodes_accuracy
+        if v.metric == "group_verification":
+            from twinshot.evaluation.group_verification import group_verification_eer
+
+            mask = _negative_only_mask(config, val_data.class_names)
+
+            def group_verification(m: Any) -> tuple[float, float]:
+                return 1.0 - group_verification_eer(m, val_data, mask)[0], 0.0
+
+            validate = group_verification
+        elif v.metric != "episodes":
+            raise ConfigError(f"validation.metric must be 'episodes' or 'group_verification', got {v.metric!r}")
 
     step_fn = step_function(batch_kind)
     make_trainer: Any = Trainer

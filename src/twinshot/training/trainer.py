@@ -378,7 +378,8 @@ class Trainer:
             mark = " *" if s.best_epoch == s.epoch else ""
             self.reporter.message(
                 f"epoch {s.epoch}/{cfg.run.epochs}  step {s.step}  loss {train_loss:.4f}  "
-                f"val {cfg.validation.n_way}-way {cfg.validation.n_shot}-shot accuracy {accuracy:.2%} ± {ci95:.2%}{mark}"
+                + (f"val within-group verification EER {1.0 - accuracy:.2%}{mark}" if cfg.validation.metric == "group_verification" else
+                   f"val {cfg.validation.n_way}-way {cfg.validation.n_shot}-shot accuracy {accuracy:.2%} ± {ci95:.2%}{mark}")
             )
         else:
             self.reporter.message(f"epoch {s.epoch}/{cfg.run.epochs}  step {s.step}  loss {train_loss:.4f}")

@@ -12,14 +12,13 @@ import torch
 
 from twinshot.data.dataset import LabelledImages
 from twinshot.errors import DataError
-from twinshot.evaluation.pairs import read_pairs_csv
-from twinshot.evaluation.signatures import (
+from twinshot.data.datasets.crossmedia import (
     relabel_writer_name,
     signature_medium,
     signature_name,
-    write_pairs_csv,
     writer_verification_pairs,
 )
+from twinshot.data.pairs import read_pairs_csv, write_pairs_csv
 
 
 def _info(path: Path) -> tuple[str, int, str]:
@@ -34,7 +33,7 @@ def _fake_dataset(root: Path, writers: int, numbers: range = range(1, 41)) -> Pa
         (root / str(w)).mkdir(parents=True)
         for n in numbers:
             img = Image.new("L", (8, 8), 255)
-            img.putpixel((n % 8, w % 8), 0)  # a dot of ink: a blank image is refused
+            img.putpixel((n % 8, w % 8), 0)  # some ink: a blank page is not a signature
             img.save(root / str(w) / f"{n}.png")
     return root
 
@@ -152,5 +151,5 @@ def test_unknown_relabel_is_a_config_error(tmp_path: Path) -> None:
     from twinshot.training.run import model_spec
 
     config = load_config(preset="signatures", overrides={"data.relabel": "by_moon_phase", "data.sources": [str(tmp_path / "none")]})
-    with pytest.raises(ConfigError, match="unknown relabel 'by_moon_phase'; valid: signatures_writer_name"):
+    with pytest.raises(ConfigError, match="unknown relabel 'by_moon_phase'; valid: cedar_writers, signatures_writer_name"):
         prepare_data(config.data, model_spec(config).preprocessing)

@@ -1,0 +1,146 @@
+"""Writer-dependent signature verification on CEDAR, as a bank works: enroll ``R`` genuine
+references per writer in a gallery, then verify questioned signatures against the
+**claimed** writer with :func:`twinshot.gallery.claims.claim_scores` (all of that writer's
+references, the gallery's rule), the code path of ``twinshot gallery verify``.
+
+Protocol, per writer of ``writers`` (e.g. held-out ones), with a seeded shuffle of its 24
+genuine signatures: the first ``pool`` (12) are the reference pool, of which the first
+``R`` are enrolled; the other genuine signatures are the questioned genuine claims (the
+same for every ``R``). Impostor claims, reported separately:
+
+* **skilled**: every skilled forgery of the writer, claiming to be that writer;
+* **random**: every questioned genuine signature of the *other* writers, claiming to be it.
+
+One global threshold over all writers (a gallery has one): EER, and FRR at FAR 1% (the
+lowest threshold whose FAR on that impostor kind is at most 1%).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from twinshot.errors import ConfigError, DataError
+from twinshot.evaluation import metrics
+from twinshot.evaluation.verification import embed_sources, far_key
+
+#: Impostor kinds of the protocol.
+KINDS: tuple[str, ...] = ("skilled", "random")
+
+
+@dataclass(frozen=True)
+class ClaimRates:
+    """Rates of claims with one impostor kind: ``eer`` (and its threshold) and
+    ``frr_at_far`` (``{"1e-2": frr}``), over ``n_genuine`` and ``n_impostor`` claims."""
+
+    eer: float
+    eer_threshold: float
+    frr_at_far: dict[str, float]
+    n_genuine: int
+    n_impostor: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eer": self.eer, "eer_threshold": self.eer_threshold, "frr_at_far": dict(self.frr_at_far),
+            "n_genuine": self.n_genuine, "n_impostor": self.n_impostor,
+        }
+
+
+@dataclass(frozen=True)
+class WriterDependentResult:
+    """The rates with ``references`` enrolled genuine signatures per writer."""
+
+    references: int
+    rule: str
+    writers: list[int]
+    rates: dict[str, ClaimRates] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": "cedar_writer_dependent", "references": self.references, "rule": self.rule,
+            "writers": list(self.writers), **{k: v.to_dict() for k, v in self.rates.items()},
+        }
+
+
+def _rates(genuine: np.ndarray, impostor: np.ndarray, fars: Sequence[float]) -> ClaimRates:
+    scores = np.concatenate([genuine, impostor])
+    same = np.concatenate([np.ones(len(genuine), bool), np.zeros(len(impostor), bool)])
+    eer, threshold = metrics.equal_error_rate(scores, same)
+    return ClaimRates(
+        eer=eer, eer_threshold=threshold,
+        frr_at_far={far_key(f): 1.0 - metrics.tar_at_far(scores, same, f) for f in fars},
+        n_genuine=len(genuine), n_impostor=len(impostor),
+    )
+
+
+def cedar_writer_dependent(
+    model: Any,
+    root: str | os.PathLike,
+    writers: Iterable[int] | str | None = None,
+    *,
+    references: Sequence[int] = (1, 5, 12),
+    pool: int = 12,
+    rule: str = "max",
+    seed: int = 0,
+    fars: Sequence[float] = (1e-2,),
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list[WriterDependentResult]:
+    """Claimed-identity verification rates for each number of references (see the module).
+
+    Args:
+        model: a :class:`twinshot.models.SiameseNetwork`.
+        root: the CEDAR folder.
+        writers: the writers to enroll and question, e.g. ``"36-45"`` (all when None).
+        references: the values of ``R`` (each at most ``pool``).
+        pool: genuine signatures per writer set aside as possible references.
+        rule: how a writer's references combine (``"max"`` or ``"mean"``).
+        seed: seeds the shuffle of each writer's genuine signatures.
+
+    Returns:
+        One :class:`WriterDependentResult` per ``R``, in the order given.
+    """
+    from twinshot.data.datasets.cedar import cedar_images
+    from twinshot.gallery import Gallery
+    from twinshot.gallery.claims import claim_scores
+
+    if any(r < 1 or r > pool for r in references):
+        raise ConfigError(f"references must be in 1..{pool} (the reference pool), got {list(references)}")
+    images = cedar_images(root, writers)
+    by_writer: dict[int, dict[str, list[int]]] = {}
+    for i, im in enumerate(images):
+        by_writer.setdefault(im.writer, {"genuine": [], "forged": []})["genuine" if im.genuine else "forged"].append(i)
+    g = torch.Generator().manual_seed(int(seed))
+    refs: dict[int, list[int]] = {}
+    questioned: dict[int, list[int]] = {}
+    for w, parts in sorted(by_writer.items()):
+        gen = parts["genuine"]
+        if len(gen) <= pool:
+            raise DataError(f"writer {w} has {len(gen)} genuine signatures; the protocol needs more than pool={pool}")
+        order = torch.randperm(len(gen), generator=g).tolist()
+        refs[w] = [gen[k] for k in order[:pool]]
+        questioned[w] = [gen[k] for k in order[pool:]]
+    if len(by_writer) < 2:
+        raise DataError("writer-dependent verification needs at least two writers (random forgeries)")
+    emb = embed_sources(model, [im.path for im in images], batch_size=batch_size, progress=progress).cpu().numpy()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="twinshot-claims-") as tmp:
+        for r in references:
+            scores: dict[str, list[np.ndarray]] = {"genuine": [], "skilled": [], "random": []}
+            with Gallery.create(Path(tmp) / f"r{r}.db", model, rule=rule) as gallery:
+                gallery.enroll_many([(str(w), emb[refs[w][:r]], None, None) for w in sorted(refs)])
+                for w in sorted(refs):
+                    others = [i for o in sorted(refs) if o != w for i in questioned[o]]
+                    for kind, idx in (("genuine", questioned[w]), ("skilled", by_writer[w]["forged"]), ("random", others)):
+                        if idx:
+                            scores[kind].append(claim_scores(gallery, str(w), emb[idx], rule)[0])
+            genuine = np.concatenate(scores["genuine"])
+            rates = {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
+            results.append(WriterDependentResult(references=int(r), rule=rule, writers=sorted(refs), rates=rates))
+    return results
