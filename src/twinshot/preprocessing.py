@@ -66,6 +66,8 @@ class Preprocessing:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["size"] = list(self.size)
+        if not self.keep_aspect:  # absent when off: older models' fingerprints are unchanged
+            del d["keep_aspect"]
         return d
 
     @classmethod
