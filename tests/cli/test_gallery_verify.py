@@ -55,7 +55,5 @@ def test_blank_page_is_refused(bank: tuple[Path, list[Path]], tmp_path: Path, ca
     capsys.readouterr()
     rc = cli(["gallery", "verify", str(db), "alice", str(blank), "--inference", "torch"])
     captured = capsys.readouterr()
-    if rc == 0:
-        pytest.xfail("blank-image refusal is the decoding helper's change (issue 14 'Bad input'); not on this branch")
     assert rc == 2 and captured.err.startswith("error: ") and str(blank) in captured.err
     assert "Traceback" not in captured.err and captured.out == ""

@@ -60,3 +60,8 @@ def test_fixed_pooling_equals_adaptive_pooling_and_exports() -> None:
     fixed = torch.matmul(torch.matmul(enc.pool_rows, h), enc.pool_cols)
     torch.testing.assert_close(fixed, enc.pool(h))
     assert not any(k.startswith("pool_") for k in enc.state_dict())  # checkpoints unchanged
+
+
+def test_keep_aspect_off_leaves_older_fingerprints_unchanged() -> None:
+    assert "keep_aspect" not in Preprocessing(size=(28, 28), invert=True).to_dict()
+    assert Preprocessing(keep_aspect=True).to_dict()["keep_aspect"] is True
