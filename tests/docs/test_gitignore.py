@@ -14,6 +14,7 @@ LEFTOVERS = [
     "office.db", "office.db-wal", "office.db.audit.log", "bank.db", "faces.db", "door.db", "drawings.db",
     "keys.json", "calib.csv", "heldout_pairs.csv", "calibration/s5", "calib/s5", "heldout/s5", "sig-heldout/4",
     "images_background/Hebrew", "staff/character02", "staff.db", "report-faces/report.html", "encoder.onnx", "encoder.onnx.json", "runs/demo",
+    "test/skilled.csv", "calib/all.csv", "report-cedar/report.html", "chars.db",
 ]
 
 
