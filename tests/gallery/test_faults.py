@@ -258,3 +258,32 @@ def gallery_path(tmp_path: Path, model_dir: Path) -> Callable[[], Path]:
 def test_a_folder_given_as_an_image_is_named_as_a_folder(filled: Path, tmp_path: Path) -> None:
     with Gallery.open(filled) as g, pytest.raises(DataError, match="is a folder"):
         g.identify(str(tmp_path))
+
+
+# -- overwriting never pulls a gallery from under another process ---------------------------
+
+
+def test_force_refuses_a_gallery_another_process_has_open(filled: Path, model_dir: Path) -> None:
+    """``create --force`` over a gallery a server holds open would unlink its file and its
+    write-ahead log under the server, losing every change the server confirmed after."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+         "c.execute('SELECT count(*) FROM identities').fetchall(); print('open', flush=True); sys.stdin.read()",
+         str(filled)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        before = filled.read_bytes()
+        with pytest.raises(TwinshotError, match="another process has this gallery open"):
+            Gallery.create(filled, model_dir, overwrite=True)
+        assert filled.read_bytes() == before
+        assert describe(filled)["n_identities"] == 2
+    finally:
+        holder.communicate("", timeout=30)
+    with Gallery.create(filled, model_dir, overwrite=True) as g:  # nobody holds it now
+        assert len(g) == 0

@@ -176,6 +176,33 @@ def _connect(path: Path, *, readonly: bool = False, immutable: bool = False) -> 
     )
 
 
+def _refuse_if_in_use(path: Path) -> None:
+    """Refuse to replace a database that another process has open (a server, a running
+    enrollment): replacing it would unlink its file and write-ahead log under that process,
+    and every change it then confirmed would be lost. Every SQLite connection holds a shared
+    lock on the file while it is open, so an exclusive lock is refused while one exists.
+    Files that are not SQLite databases are not checked."""
+    try:
+        conn = _connect(path)
+    except sqlite3.DatabaseError:
+        return
+    try:
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+            raise StorageError(
+                f"{path}: another process has this gallery open (a server or another command); "
+                f"stop it before overwriting the gallery with --force"
+            ) from None
+    except sqlite3.DatabaseError:  # not a database: nothing can have it open as one
+        pass
+    finally:
+        conn.close()
+
+
 def _writable(path: Path) -> str | None:
     """Why this process cannot write the gallery at ``path`` (None: it can). SQLite needs
     the file and its folder (for the ``-wal`` and ``-shm`` files)."""
@@ -246,6 +273,8 @@ class GalleryStore:
             raise TwinshotError(f"{path}: already exists; choose another name or overwrite it (--force)")
         if path.is_dir():
             raise TwinshotError(f"{path}: is a folder, not a gallery file")
+        if path.exists():
+            _refuse_if_in_use(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
