@@ -59,14 +59,17 @@ ENROLL_MODES = ("folder", "one_by_one")
 
 
 def default_model(tiny: bool = False) -> tuple[Any, str]:
-    """The benchmark's model and how it is named: a shipped model if there is one, else
+    """The benchmark's model and how it is named: the first shipped model that needs no face
+    detection (synthetic images have no face) if there is one, else
     the compact Omniglot-style encoder (``tiny``: 2 blocks of 8) with seeded weights."""
     from twinshot.data.images import Preprocessing
     from twinshot.models import ModelSpec, build_model, load_model, shipped_models
 
-    if not tiny and shipped_models():
-        name = shipped_models()[0]
-        return load_model(name), name
+    if not tiny:
+        for name in shipped_models():  # the first that takes any picture (a face model needs a face)
+            model = load_model(name)
+            if not model.preprocessing.align:
+                return model, name
     widths = [8, 8] if tiny else [64, 64, 64, 64]
     torch.manual_seed(0)
     spec = ModelSpec(
