@@ -88,6 +88,8 @@ def test_serve_start_up_errors(capsys, tmp_path: Path, model_dir: Path, monkeypa
         monkeypatch.setenv("TWINSHOT_ADMIN_KEY", "a-long-enough-admin-secret")
         code, _, err = invoke(capsys, "serve", gallery, "--port", busy.getsockname()[1])
     assert code == 2 and "cannot listen on 127.0.0.1" in err
+    code, _, err = invoke(capsys, "serve", tmp_path / "missing.db", "--port", "99999")
+    assert code == 2 and "port must be" in err and "gallery" not in err, err  # refused before the gallery is opened
 
 
 def test_serve_runs_as_a_process(tmp_path: Path, model_dir: Path) -> None:

@@ -56,8 +56,12 @@ def serve(
         inference=inference,
         readonly=read_only,
     )
-    app = create_app(config, ring)
-    sock = bind(host, port)
+    sock = bind(host, port)  # a bad or busy port is refused before the gallery is opened
+    try:
+        app = create_app(config, ring)
+    except BaseException:
+        sock.close()
+        raise
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{sock.getsockname()[1]}"
 
