@@ -169,13 +169,18 @@ def _free_port() -> int:
 
 
 _ASSIGN = re.compile(r"(?:^|[;&|]\s*|\bdo\s+)([A-Za-z_][A-Za-z0-9_]*)=", re.M)  # NAME=... as a command
-_WAIT = """import socket, sys, time
-for _ in range(600):
+_WAIT = """import pathlib, socket, sys, time
+# The port listens before the service is ready (it is bound first): wait for both the port
+# and the service's own "listening on" line in its log.
+for _ in range(1200):
     try:
         socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()
-        sys.exit(0)
+        log = pathlib.Path(sys.argv[2])
+        if log.is_file() and "listening on" in log.read_text(errors="replace"):
+            sys.exit(0)
     except OSError:
-        time.sleep(0.1)
+        pass
+    time.sleep(0.1)
 sys.exit(f"no server on port {sys.argv[1]}")
 """
 
@@ -196,7 +201,7 @@ def shell_script(commands: list[str], state: "DocState") -> str:
             parts.append(f"nohup {cmd.rstrip().rstrip('&')} > serve-{n}.log 2>&1 &")
             parts.append("echo $! >> .docpids")
             if port:
-                parts.append(f"python .docwait.py {port.group(1)}")
+                parts.append(f"python .docwait.py {port.group(1)} serve-{n}.log")
                 parts.append(f"echo listening on http://127.0.0.1:{port.group(1)}; cat serve-{n}.log")
         elif re.match(r"\s*grep\b", cmd):
             parts.append(f"{{ {cmd}\n}} || [ $? -eq 1 ]")  # grep's 1 means "no match", a documented answer
