@@ -60,7 +60,8 @@ from twinshot.gallery.embedding import (
 from twinshot.gallery.files import ModelRef, model_meta, reembed_store, resolve_model
 from twinshot.gallery.results import Candidate, EnrollResult, Identification, SearchResult, Verification
 from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss, topk
-from twinshot.gallery.store import GalleryStore, IdentityRecord, NewIdentity, StoredRows, WriteResult
+from twinshot.gallery.store import IdentityRecord, NewIdentity, StoredRows, WriteResult
+from twinshot.gallery.stores import Store, create_store, open_store
 from twinshot.gallery.validate import check_k, check_positive, check_threshold, read_settings
 
 #: Combination rules for several references of one identity.
@@ -147,7 +148,7 @@ class Gallery:
 
     def __init__(
         self,
-        store: GalleryStore,
+        store: Store,
         model: Any,
         *,
         index: str = "auto",
@@ -212,7 +213,7 @@ class Gallery:
             "calibration": json.dumps(Calibration().to_dict()),
             "calibration_report": "",
         }
-        store = GalleryStore.create(path, meta, overwrite=overwrite)
+        store = create_store(path, meta, overwrite=overwrite)
         return cls(store, embedder, index=index, inference=inference)
 
     @classmethod
@@ -245,7 +246,7 @@ class Gallery:
             TwinshotError: no such file, not a gallery, the model cannot be found, or the
                 model's fingerprint differs from the gallery's.
         """
-        store = GalleryStore.open(path, readonly=readonly)
+        store = open_store(path, readonly=readonly)
         try:
             meta = store.meta()
             if model is None:
@@ -369,10 +370,8 @@ class Gallery:
     def audit(self, after: int = 0) -> list[dict[str, Any]]:
         """The gallery's audit records with ids above ``after``, oldest first (see
         :mod:`twinshot.gallery.audit`)."""
-        from twinshot.gallery.audit import read_audit
-
         with self._lock:
-            return read_audit(self._store.conn, after=after)
+            return self._store.read_audit(after)
 
     @property
     def last_change_id(self) -> int | None:
@@ -681,6 +680,9 @@ class Gallery:
 
     def _ann(self) -> HNSWIndex:
         """The HNSW index, loaded from the file's cache or built, and synced with memory."""
+        own_index = getattr(self._store, "ann_index", None)  # a database with its own ANN index
+        if self._hnsw is None and own_index is not None:
+            self._hnsw = own_index(self._scorer, self.hnsw_config)
         if self._hnsw is None:
             hnsw = HNSWIndex(self._scorer, self.hnsw_config)
             cached = self._store.read_ann(hnsw.kind)
@@ -703,6 +705,11 @@ class Gallery:
         load it instead of building it. Returns its size."""
         with self._lock:
             self._refresh()
+            own_index = getattr(self._store, "ann_index", None)
+            if own_index is not None:  # the database builds and keeps its own index
+                self._hnsw = own_index(self._scorer, self.hnsw_config)
+                self._hnsw_version = self._rows_version
+                return self._hnsw.build_now()
             hnsw = HNSWIndex(self._scorer, self.hnsw_config)
             hnsw.build(self._matrix.data, self._ids)
             self._store.write_ann(hnsw.kind, hnsw.ids, hnsw.serialize())
