@@ -35,6 +35,7 @@ latency says nothing about a Milvus cluster's.
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator, Sequence
 
@@ -53,6 +54,17 @@ BATCH = 5_000
 IN_CHUNK = 1_000
 _TEXT = 65_535
 _DUMMY = [0.0, 0.0]
+
+
+class _NoLiteTimestampWarning(logging.Filter):
+    """Milvus Lite gives query iterators no server timestamp and pymilvus warns on every
+    full read; the client falls back to its own clock, which is what Lite wants."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_NoLiteTimestampWarning())
 
 
 def _pymilvus() -> Any:
