@@ -286,6 +286,12 @@ class Gallery:
         return self._store.path
 
     @property
+    def location(self) -> Any:
+        """What opens this gallery again: its file, or its store URI as given (a password
+        included: print :attr:`path`, which redacts it)."""
+        return getattr(self._store, "location", self._store.path)
+
+    @property
     def read_only(self) -> str | None:
         """Why this gallery cannot be changed here (a read-only file or folder, or opened
         ``readonly``), or None when it can."""

@@ -340,7 +340,7 @@ class Engine:
         """The enrolled identities (the CLI's list JSON, without file paths), a page of them."""
 
         def run() -> dict[str, Any]:
-            info = describe(self.gallery.path)
+            info = describe(self.gallery.location)
             return {
                 "n_identities": info["n_identities"],
                 "n_embeddings": info["n_embeddings"],

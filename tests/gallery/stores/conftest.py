@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,10 +32,13 @@ def _unavailable(what: str, exc: BaseException) -> None:
 def pg_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The libpq URI of a running PostgreSQL + pgvector server (Unix socket)."""
     try:
-        import pgserver
         import psycopg
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        with warnings.catch_warnings():  # platformdirs warns that XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver
+
+            server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
         uri = server.get_uri()
         with psycopg.connect(uri, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")

@@ -100,3 +100,24 @@ def test_uri_parsing_and_redaction() -> None:
     assert "Milvus" not in str(m) and parse("milvus-lite:///tmp/a.db/faces").target == "/tmp/a.db"
     with pytest.raises(TwinshotError, match="letters, digits"):
         parse("postgresql://h/db/bad-name")
+
+
+def test_kept_images_and_reembed(pg_uri: str, model_dir: Path, tmp_path: Path) -> None:
+    from twinshot.gallery import reembed
+
+    from tests.gallery.helpers import random_images
+
+    imgs = random_images(3)
+    with Gallery.create(pg_uri, model_dir, keep_images=True) as g:
+        g.enroll("alice", imgs[:2])
+        g.enroll("bob", imgs[2])
+        g.remove("bob")  # its kept image goes with it
+        assert g._store.count_images() == 2
+    new_model = saved_model(tmp_path / "new", dim=8, seed=3)
+    g2, summary = reembed(pg_uri, new_model)
+    with g2:
+        assert summary["n_embeddings"] == 2 and g2.dim == 8
+        assert g2.identify(imgs[0])[0].candidates[0].identity == "alice"
+    with Gallery.open(pg_uri) as g3:  # the new model is the gallery's now
+        assert g3.dim == 8 and g3.fingerprint == g2.fingerprint
+        g3._store.scrub()

@@ -93,6 +93,8 @@ class MilvusStore:
         self.client = client
         self.where = where
         self.path = where.display
+        #: what reopens this gallery (the URI as given, password included; print ``path``)
+        self.location = where.raw or where.display
         self.c = where.name
         self.read_only = read_only
         self.last_audit_id: int | None = None

@@ -77,6 +77,8 @@ class PostgresStore:
         self.conn = conn
         self.where = where
         self.path = where.display
+        #: what reopens this gallery (the URI as given, password included; print ``path``)
+        self.location = where.raw or where.display
         self.t = where.name
         self.read_only = read_only
         self.last_audit_id: int | None = None
@@ -494,9 +496,14 @@ class PostgresStore:
         return {"identities": n_ident, "embeddings": n_emb, "images": self.count_images()}
 
     def scrub(self) -> None:
-        """Reclaim the space of deleted rows (``VACUUM`` of the gallery's tables)."""
-        for suffix in ("embeddings", "images", "identities"):
-            self.conn.execute(f"VACUUM {self.t}_{suffix}")
+        """Reclaim the space of deleted rows (``VACUUM`` of the gallery's tables), on a
+        connection of its own (``VACUUM`` cannot run inside another thread's transaction)."""
+        conn = self.connect(self.where)
+        try:
+            for suffix in ("embeddings", "images", "identities", "audit"):
+                conn.execute(f"VACUUM {self.t}_{suffix}")
+        finally:
+            conn.close()
 
 
 class PgVectorIndex:

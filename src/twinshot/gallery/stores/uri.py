@@ -62,9 +62,11 @@ class StoreURI:
 
     kind: str
     name: str
-    target: str
-    options: dict[str, str] = field(default_factory=dict)
+    target: str = field(repr=False)
+    options: dict[str, str] = field(default_factory=dict, repr=False)
     display: str = ""
+    #: the URI as given (password included): what reopens the store; never printed
+    raw: str = field(default="", repr=False)
 
     def __str__(self) -> str:
         return self.display
@@ -90,7 +92,7 @@ def parse(uri: str) -> StoreURI:
         path, _, name = rest.rpartition("/")
         if not path or not name:
             raise ConfigError(f"{shown}: expected milvus-lite:///PATH/TO/FILE.db/COLLECTION")
-        return StoreURI("milvus-lite", _check_name(name, uri), path, {}, shown)
+        return StoreURI("milvus-lite", _check_name(name, uri), path, {}, shown, uri)
     parts = urlsplit(uri)
     segments = [s for s in parts.path.split("/") if s]
     if scheme in ("postgresql", "postgres"):
@@ -99,7 +101,7 @@ def parse(uri: str) -> StoreURI:
         name = segments[-1]
         db_path = "/" + segments[0] if len(segments) == 2 else ""
         target = urlunsplit(("postgresql", parts.netloc, db_path, parts.query, ""))
-        return StoreURI("postgresql", _check_name(name, uri), target, {}, shown)
+        return StoreURI("postgresql", _check_name(name, uri), target, {}, shown, uri)
     if len(segments) != 1 or not parts.hostname:
         raise ConfigError(f"{shown}: expected milvus://HOST:PORT/COLLECTION")
     options = dict(parse_qsl(parts.query))
@@ -107,7 +109,7 @@ def parse(uri: str) -> StoreURI:
         options["token"] = f"{parts.username}:{parts.password or ''}"
     http = "https" if scheme == "milvus+https" else "http"
     target = f"{http}://{parts.hostname}:{parts.port or 19530}"
-    return StoreURI("milvus", _check_name(segments[0], uri), target, options, shown)
+    return StoreURI("milvus", _check_name(segments[0], uri), target, options, shown, uri)
 
 
 def with_retries(connect: Callable[[], T], *, what: str, retry_on: tuple[type[BaseException], ...], attempts: int = 4, backoff_s: float = 0.25) -> T:
