@@ -348,26 +348,29 @@ class PostgresStore:
                 name = next(n for n in names if n in existing)
                 n_refs = conn.execute(f"SELECT COUNT(*) FROM {t}_embeddings WHERE identity_id = %s", (existing[name],)).fetchone()[0]
                 raise already_enrolled(name, int(n_refs), len(existing))
+            fresh = [it for it in items if it.name not in existing]
+            if fresh:  # every new identity in one statement
+                rows = conn.execute(
+                    f"INSERT INTO {t}_identities(name, metadata, created) "
+                    f"SELECT n, m, %s FROM unnest(%s::text[], %s::text[]) AS u(n, m) RETURNING id, name",
+                    (created, [it.name for it in fresh], ["{}" if it.metadata is None else json.dumps(it.metadata) for it in fresh]),
+                ).fetchall()
+                new_ids = {name: int(i) for i, name in rows}
             identity_ids: list[int] = []
             new_identity: list[bool] = []
             removed_counts: list[int] = []
             removed: list[np.ndarray] = []
             for it in items:
-                meta_json = None if it.metadata is None else json.dumps(it.metadata)
                 if it.name not in existing:
-                    row = conn.execute(
-                        f"INSERT INTO {t}_identities(name, metadata, created) VALUES (%s, %s, %s) RETURNING id",
-                        (it.name, meta_json or "{}", created),
-                    ).fetchone()
-                    identity_ids.append(int(row[0]))
+                    identity_ids.append(new_ids[it.name])
                     new_identity.append(True)
                     removed_counts.append(0)
                     continue
                 ident = existing[it.name]
                 identity_ids.append(ident)
                 new_identity.append(False)
-                if meta_json is not None:
-                    conn.execute(f"UPDATE {t}_identities SET metadata = %s WHERE id = %s", (meta_json, ident))
+                if it.metadata is not None:
+                    conn.execute(f"UPDATE {t}_identities SET metadata = %s WHERE id = %s", (json.dumps(it.metadata), ident))
                 if on_exists == "replace":
                     old = conn.execute(f"DELETE FROM {t}_embeddings WHERE identity_id = %s RETURNING id", (ident,)).fetchall()
                     old_ids = np.array(sorted(r[0] for r in old), dtype=np.int64)
