@@ -61,6 +61,34 @@ def vector_text(v: np.ndarray) -> str:
     return "[" + ",".join(map(repr, np.asarray(v, np.float32).tolist())) + "]"
 
 
+#: PostgreSQL's binary COPY stream: signature, flags, header extension; and its end.
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+
+def copy_tuples(ids: np.ndarray, vectors: np.ndarray, identity_ids: np.ndarray | None = None, created: str | None = None) -> bytes:
+    """Binary COPY tuples ``(id int8, [identity_id int8,] embedding vector, [created text])``
+    for ``n`` rows, built as one numpy structured array (pgvector's binary form: int16 dim,
+    int16 unused, ``dim`` big-endian float32)."""
+    n, dim = vectors.shape
+    fields: list[tuple[Any, ...]] = [("nf", ">i2"), ("l_id", ">i4"), ("id", ">i8")]
+    if identity_ids is not None:
+        fields += [("l_ident", ">i4"), ("ident", ">i8")]
+    fields += [("l_vec", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("vec", ">f4", (dim,))]
+    stamp = (created or "").encode()
+    if created is not None:
+        fields += [("l_created", ">i4"), ("created", f"S{len(stamp)}")]
+    out = np.zeros(n, dtype=np.dtype(fields))
+    out["nf"] = 2 + (identity_ids is not None) + (created is not None)
+    out["l_id"], out["id"] = 8, ids
+    if identity_ids is not None:
+        out["l_ident"], out["ident"] = 8, identity_ids
+    out["l_vec"], out["dim"], out["vec"] = 4 + 4 * dim, dim, vectors
+    if created is not None:
+        out["l_created"], out["created"] = len(stamp), stamp
+    return out.tobytes()
+
+
 def _parse_send(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     """``vector_send`` blobs (int16 dim, int16 unused, ``dim`` big-endian float32) -> ``(n, dim)``."""
     if not blobs:
@@ -320,15 +348,18 @@ class PostgresStore:
     # -- writing -----------------------------------------------------------------------
 
     def _copy_rows(self, conn: Any, ids: np.ndarray, identity_ids: np.ndarray, vectors: np.ndarray, created: str, progress: Progress | None) -> None:
+        """Append rows with one binary ``COPY`` (the stream is built with numpy, no
+        per-value Python formatting)."""
         total = int(ids.size)
         with conn.cursor() as cur:
-            with cur.copy(f"COPY {self.t}_embeddings(id, identity_id, embedding, created) FROM STDIN") as copy:
+            with cur.copy(f"COPY {self.t}_embeddings(id, identity_id, embedding, created) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(COPY_HEADER)
                 for a in range(0, total, BATCH):
                     stop = min(total, a + BATCH)
-                    for i, d, v in zip(ids[a:stop].tolist(), identity_ids[a:stop].tolist(), vectors[a:stop]):
-                        copy.write_row((i, d, vector_text(v), created))
+                    copy.write(copy_tuples(ids[a:stop], vectors[a:stop], identity_ids[a:stop], created))
                     if progress is not None:
                         progress("store", stop, total)
+                copy.write(COPY_TRAILER)
 
     def _new_ids(self, conn: Any, n: int) -> np.ndarray:
         rows = conn.execute(f"SELECT nextval('{self.t}_embeddings_id_seq') FROM generate_series(1, %s)", (n,)).fetchall()
@@ -421,9 +452,8 @@ class PostgresStore:
             conn.execute(f"DROP INDEX IF EXISTS {t}_hnsw_cosine")
             conn.execute(f"DROP INDEX IF EXISTS {t}_hnsw_l2")
             conn.execute(f"CREATE TEMP TABLE {t}_new (id bigint PRIMARY KEY, embedding vector({dim})) ON COMMIT DROP")
-            with conn.cursor() as cur, cur.copy(f"COPY {t}_new(id, embedding) FROM STDIN") as copy:
-                for i, v in zip(rows.ids.tolist(), rows.vectors):
-                    copy.write_row((i, vector_text(v)))
+            with conn.cursor() as cur, cur.copy(f"COPY {t}_new(id, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(COPY_HEADER + copy_tuples(rows.ids, rows.vectors) + COPY_TRAILER)
             conn.execute(f"ALTER TABLE {t}_embeddings ALTER COLUMN embedding DROP NOT NULL")
             conn.execute(f"ALTER TABLE {t}_embeddings ALTER COLUMN embedding TYPE vector({dim}) USING NULL")
             conn.execute(f"UPDATE {t}_embeddings e SET embedding = n.embedding FROM {t}_new n WHERE e.id = n.id")
