@@ -88,7 +88,10 @@ def test_images_verify_fingerprint_and_reopen(store_uri: str, model_dir: Path, t
 
 
 def test_read_only(store_uri: str, model_dir: Path) -> None:
+    from twinshot.gallery.stores import Store
+
     with Gallery.create(store_uri, model_dir) as g:
+        assert isinstance(g._store, Store)  # every store implements the one interface
         g.enroll_embeddings("a", np.ones((1, g.dim), np.float32))
     with Gallery.open(store_uri, readonly=True) as g:
         assert g.read_only and g.identify_embeddings(np.ones((1, g.dim), np.float32))[0].identity == "a"
