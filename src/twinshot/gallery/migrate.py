@@ -67,7 +67,8 @@ def migrate(
             settings.update({"keep_images": "1" if keep else "0", "migration_source": src_name, "migration_state": "copying"})
             dst = create_store(destination, settings)
         try:
-            return _copy(src, dst, src_name, keep, chunk, progress, actor)
+            with src.snapshot():  # the source as of one moment, while its writers go on
+                return _copy(src, dst, src_name, keep, chunk, progress, actor)
         finally:
             dst.close()
     finally:

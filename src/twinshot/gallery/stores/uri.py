@@ -90,8 +90,8 @@ def parse(uri: str) -> StoreURI:
         rest = uri.split(":", 1)[1]
         rest = rest[2:] if rest.startswith("//") else rest
         path, _, name = rest.rpartition("/")
-        if not path or not name:
-            raise ConfigError(f"{shown}: expected milvus-lite:///PATH/TO/FILE.db/COLLECTION")
+        if not path or not name or not path.endswith(".db"):
+            raise ConfigError(f"{shown}: expected milvus-lite:///PATH/TO/FILE.db/COLLECTION (a Lite file's name ends in .db)")
         return StoreURI("milvus-lite", _check_name(name, uri), path, {}, shown, uri)
     parts = urlsplit(uri)
     segments = [s for s in parts.path.split("/") if s]
