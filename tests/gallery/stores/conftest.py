@@ -14,7 +14,7 @@ import itertools
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -69,20 +69,57 @@ def milvus_available() -> None:
         _unavailable("Milvus Lite", exc)
 
 
+@pytest.fixture(scope="session")
+def milvus_server(milvus_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``milvus://127.0.0.1:PORT``: Milvus Lite's gRPC server (``milvus-lite server``), so the
+    network client path (``milvus://``), several clients at once, is tested too."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("milvus-lite") or str(Path(sys.executable).with_name("milvus-lite"))
+    data = tmp_path_factory.mktemp("milvus-server")
+    try:
+        proc = subprocess.Popen([exe, "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as exc:
+        _unavailable("Milvus Lite server", exc)
+    line = ""
+    while proc.poll() is None:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if "listening on" in line or not line:
+            break
+    if "listening on" not in line:
+        proc.kill()
+        _unavailable("Milvus Lite server", RuntimeError(line.strip() or f"exited with {proc.poll()}"))
+    yield f"milvus://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def milvus_uri(milvus_available: None, tmp_path: Path) -> str:
     """A gallery URI in a fresh Milvus Lite file."""
     return f"milvus-lite://{tmp_path / 'milvus.db'}/g{next(_names)}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "milvus"])
+@pytest.fixture(params=["sqlite", "postgresql", "milvus-lite", "milvus-server"])
 def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh gallery location on each store."""
+    """A fresh gallery location on each store (Milvus both as a Lite file and through its
+    gRPC server)."""
     if request.param == "sqlite":
         return str(tmp_path / "g.db")
     if request.param == "postgresql":
         return request.getfixturevalue("pg_uri")
+    if request.param == "milvus-server":
+        return f"{request.getfixturevalue('milvus_server')}/g{os.getpid()}_{next(_names)}"
     return request.getfixturevalue("milvus_uri")
 
-
-Make = Callable[[str], str]
