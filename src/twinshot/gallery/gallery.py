@@ -664,6 +664,8 @@ class Gallery:
         if self.index_kind == "hnsw":
             return "hnsw"
         if self.n_embeddings >= APPROXIMATE_ABOVE and self._scorer.kind != "generic" and self._scorer.sign > 0:
+            if getattr(self._store, "ann_index", None) is not None:
+                return "hnsw"  # the database's own index (no faiss needed)
             try:
                 import_faiss()
                 return "hnsw"
