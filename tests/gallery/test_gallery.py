@@ -12,7 +12,7 @@ import torch
 
 from twinshot.errors import ConfigError, DataError, TwinshotError
 from twinshot.gallery import Gallery, reembed
-from twinshot.gallery import gallery as gallery_mod
+from twinshot.gallery import search as search_mod
 from twinshot.gallery.embedding import embed_sources
 
 from tests.gallery.helpers import clustered, random_images, saved_model, tiny_model
@@ -97,7 +97,7 @@ def test_identify_matches_brute_force(tmp_path: Path, head: str, rule: str, monk
     ref_order = np.argsort(-per, axis=1, kind="stable")[:, :7]
     for force_aggregate in (False, True):
         if force_aggregate:  # the scatter path, taken for large k * references
-            monkeypatch.setattr(gallery_mod, "MAX_ROW_CANDIDATES", 0)
+            monkeypatch.setattr(search_mod, "MAX_ROW_CANDIDATES", 0)
         results = g.identify_embeddings(queries, k=7, threshold=float("inf"))
         for i, res in enumerate(results):
             assert res.identity is None  # threshold +inf: nobody is accepted

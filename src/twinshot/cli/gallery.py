@@ -19,7 +19,10 @@ from twinshot.cli.output import emit_json as _emit_json
 
 app = typer.Typer(help="A persistent gallery: enroll, identify, verify, search, calibrate.", no_args_is_help=True)
 
-_GALLERY = "The gallery file (SQLite)."
+_GALLERY = (
+    "The gallery: a file (SQLite), or a store URI: postgresql://[USER@]HOST[:PORT]/DB/TABLE, "
+    "milvus://HOST:PORT/COLLECTION, milvus-lite:///PATH.db/COLLECTION (see docs/gallery.md, Stores)."
+)
 _MODEL_OPT = "Use this model instead of the one stored with the gallery (must have the same fingerprint)."
 _INFERENCE_HELP = "Embed with 'auto' (ONNX Runtime when installed, the model exported once to a cache; else torch), 'torch' or 'onnx'."
 _INDEX_HELP = "Search with 'exact', 'hnsw' (faiss, approximate) or 'auto' (hnsw for very large galleries)."
@@ -56,7 +59,7 @@ def create(
     if as_json:
         _emit_json(info)
     else:
-        typer.echo(f"created {gallery} for model {info['model'] or '(in memory)'} (dim {info['dim']}, rule {info['rule']})")
+        typer.echo(f"created {info['gallery']} for model {info['model'] or '(in memory)'} (dim {info['dim']}, rule {info['rule']})")
 
 
 @app.command("enroll")
@@ -380,6 +383,29 @@ def build_index(
         _emit_json({"gallery": gallery, **info})
     else:
         typer.echo(f"built {info['kind']} index over {info['rows']} references")
+
+
+@app.command("migrate")
+def migrate(
+    source: str = typer.Argument(..., help="The gallery to copy (a file or a store URI)."),
+    destination: str = typer.Argument(..., help="Where to copy it (a new file or store URI; or an interrupted migration to resume)."),
+    chunk: int = typer.Option(500, "--chunk", help="Identities per write of the destination."),
+    as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
+) -> None:
+    """Copy a gallery between stores (e.g. SQLite to PostgreSQL), resumably: run the same
+    command again after an interruption and it copies only what is missing."""
+    from twinshot.gallery import Actor
+    from twinshot.gallery.migrate import migrate as do_migrate
+
+    summary = do_migrate(source, destination, chunk=chunk, actor=Actor("cli"))
+    if as_json:
+        _emit_json(summary)
+    else:
+        resumed = f" ({summary['skipped_identities']} already there)" if summary["skipped_identities"] else ""
+        typer.echo(
+            f"migrated {summary['source']} to {summary['destination']}: {summary['identities']} identities, "
+            f"{summary['embeddings']} embeddings; copied {summary['copied_identities']} now{resumed}"
+        )
 
 
 @app.command("check")

@@ -65,10 +65,14 @@ def serve(
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{sock.getsockname()[1]}"
 
+    from twinshot.gallery.stores import redact
+
+    shown = redact(gallery)  # a store URI's password is never printed
+
     def ready() -> None:
-        typer.echo(f"twinshot: serving {gallery} at {url}  (door page {url}/door, admin page {url}/admin, API docs {url}/docs)", err=True)
+        typer.echo(f"twinshot: serving {shown} at {url}  (door page {url}/door, admin page {url}/admin, API docs {url}/docs)", err=True)
         if app.state.engine.read_only_reason is not None:
-            typer.echo(f"twinshot: {gallery} is read-only here ({app.state.engine.read_only_reason}): enroll and delete will answer 503", err=True)
+            typer.echo(f"twinshot: {shown} is read-only here ({app.state.engine.read_only_reason}): enroll and delete will answer 503", err=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo("twinshot: plain HTTP on a non-loopback address: put a TLS-terminating proxy in front", err=True)
         typer.echo(f"listening on {url}")

@@ -66,6 +66,22 @@ def check_gallery(path: str | os.PathLike) -> CheckReport:
         TwinshotError: the file does not exist or is not a gallery at all (then there is
             nothing to check).
     """
+    from twinshot.gallery.stores import is_uri, open_store
+
+    if is_uri(path):  # a database store checks itself (its engine keeps the tables consistent)
+        db_store = open_store(path, readonly=True)
+        try:
+            report = CheckReport(gallery=str(db_store.path))
+            try:
+                counts = db_store.check()
+            except TwinshotError as exc:
+                report.problems.append(str(exc))
+                return report
+            report.identities, report.embeddings, report.images = counts["identities"], counts["embeddings"], counts["images"]
+            report.audit_records = len(db_store.read_audit())
+            return report
+        finally:
+            db_store.close()
     try:
         store = GalleryStore.open(path, readonly=True)
     except DamagedError as exc:  # a gallery, but too damaged to open: that is the finding

@@ -112,8 +112,9 @@ def reembed(
     """Migrate the gallery file at ``path`` to ``model`` (its old model is not needed) and
     return it opened with the new model, plus a summary. See :meth:`Gallery.reembed`."""
     from twinshot.gallery.gallery import Gallery
+    from twinshot.gallery.stores import open_store
 
-    store = GalleryStore.open(path)
+    store = open_store(path)
     try:
         new_model, ref = resolve_model(model, inference=inference)
         summary = reembed_store(store, new_model, ref, progress=progress, actor=actor)
@@ -127,12 +128,14 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """A gallery's settings and identities, read from the file alone (no model needed),
     read-only (the file is never written). An identity whose stored metadata cannot be read
     is listed with ``metadata: {}`` and a ``metadata_error``."""
-    store = GalleryStore.open(path, readonly=True)
+    from twinshot.gallery.stores import open_store
+
+    store = open_store(path, readonly=True)
     try:
-        store.conn.execute("BEGIN")  # settings and identities from one snapshot
-        meta = store.meta()
-        settings = read_settings(meta, store.path)
-        records = store.list_identities()
+        with store.snapshot():  # settings and identities from one snapshot
+            meta = store.meta()
+            settings = read_settings(meta, store.path)
+            records = store.list_identities()
         return {
             "gallery": str(store.path),
             "model": meta.get("model_ref", ""),
@@ -161,7 +164,9 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
 def remove_identity(path: str | os.PathLike, identity: str, *, actor: Actor | None = None) -> int:
     """Remove ``identity`` from the gallery file at ``path`` (no model needed), in one
     transaction with its audit record; returns how many references were removed."""
-    store = GalleryStore.open(path)
+    from twinshot.gallery.stores import open_store
+
+    store = open_store(path)
     try:
         name = lookup_name(identity)
         return int(store.remove_identity(name, audit=AuditEntry("remove", [name], {}, actor or Actor())).size)

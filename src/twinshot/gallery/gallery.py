@@ -1,5 +1,14 @@
-"""The gallery: enrolled identities, each with one or more reference embeddings, in one
-SQLite file; identify, verify and search against it.
+"""The gallery: enrolled identities, each with one or more reference embeddings, in a
+store (an SQLite file by default, or PostgreSQL + pgvector or Milvus: see
+:mod:`twinshot.gallery.stores`); identify, verify and search against it.
+
+An identify call goes down five stages, each one module behind one interface:
+embed (:mod:`~twinshot.gallery.embedding`: images -> embeddings) -> store
+(:mod:`~twinshot.gallery.stores`: the rows, loaded into memory and kept in step) -> search
+(:mod:`~twinshot.gallery.search`: exact or approximate top-k rows and identities) -> score
+(:mod:`~twinshot.gallery.scoring`: head logits, score normalisation, calibration) -> decide
+(:mod:`~twinshot.gallery.decide`: the threshold and the answer). This class holds the
+state and the lock, and writes through the store.
 
 The office-entry scenario: each employee enrolls one photo; at the door a new photo is
 embedded and compared with every enrolled embedding; above the threshold the person is
@@ -33,9 +42,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -45,7 +52,7 @@ from twinshot.errors import ConfigError, DamagedError, DataError, TwinshotError
 from twinshot.gallery.audit import Actor, AuditEntry
 from twinshot.gallery.names import check_metadata, lookup_name, normalize_identity
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration, CalibrationReport, calibrate_scores
-from twinshot.gallery.scorenorm import normalised_identities, normalised_pair_score, stored_norm
+from twinshot.gallery.scorenorm import normalised_pair_score, stored_norm
 from twinshot.gallery.embedding import (
     Embedder,
     TorchEmbedder,
@@ -58,9 +65,13 @@ from twinshot.gallery.embedding import (
     read_listing_bytes,
 )
 from twinshot.gallery.files import ModelRef, model_meta, reembed_store, resolve_model
-from twinshot.gallery.results import Candidate, EnrollResult, Identification, SearchResult, Verification
-from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss, topk
-from twinshot.gallery.store import GalleryStore, IdentityRecord, NewIdentity, StoredRows, WriteResult
+from twinshot.gallery.results import EnrollResult, Identification, SearchResult, Verification
+from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss
+from twinshot.gallery.search import Candidates, Grouping, RowSearch
+from twinshot.gallery.scoring import score_identities
+from twinshot.gallery.decide import decide, search_result
+from twinshot.gallery.store import IdentityRecord, NewIdentity, StoredRows, WriteResult
+from twinshot.gallery.stores import Store, create_store, open_store
 from twinshot.gallery.validate import check_k, check_positive, check_threshold, read_settings
 
 #: Combination rules for several references of one identity.
@@ -69,11 +80,6 @@ RULES = ("max", "mean")
 INDEX_KINDS = ("auto", "exact", "hnsw")
 #: With ``index="auto"``, galleries with at least this many embeddings use HNSW.
 APPROXIMATE_ABOVE = 2_000_000
-#: Candidate rows fetched from HNSW per query (at least; more for large k).
-HNSW_MIN_CANDIDATES = 64
-#: Exact "max" identification fetches ``(k - 1) * r + 1`` rows (``r``: most references of
-#: one identity); above this many it aggregates every row instead.
-MAX_ROW_CANDIDATES = 4096
 
 #: ``progress(stage, done, total)`` with stage ``"decode"``, ``"embed"`` or ``"store"``.
 Progress = Callable[[str, int, int], None]
@@ -112,30 +118,6 @@ def verify_images(
 # -- in-memory state -----------------------------------------------------------------------
 
 
-@dataclass
-class _Grouping:
-    """Rows grouped by identity: ``ident_ids (M,)`` database ids, ``row_ident (N,)`` the
-    position of each row's identity in it, ``order``/``offsets`` the rows of each identity
-    (CSR), ``counts (M,)``."""
-
-    ident_ids: np.ndarray
-    row_ident: np.ndarray
-    order: np.ndarray
-    offsets: np.ndarray
-    counts: np.ndarray
-
-    @property
-    def r_max(self) -> int:
-        return int(self.counts.max()) if self.counts.size else 0
-
-
-def _group(identity_ids: np.ndarray) -> _Grouping:
-    ident_ids, row_ident, counts = np.unique(identity_ids, return_inverse=True, return_counts=True)
-    order = np.argsort(row_ident, kind="stable")
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    return _Grouping(ident_ids, row_ident.astype(np.int64), order, offsets, counts)
-
-
 class Gallery:
     """A persistent gallery of enrolled identities. Create with :meth:`create`, open with
     :meth:`open`; use as a context manager (or call :meth:`close`).
@@ -147,7 +129,7 @@ class Gallery:
 
     def __init__(
         self,
-        store: GalleryStore,
+        store: Store,
         model: Any,
         *,
         index: str = "auto",
@@ -212,7 +194,7 @@ class Gallery:
             "calibration": json.dumps(Calibration().to_dict()),
             "calibration_report": "",
         }
-        store = GalleryStore.create(path, meta, overwrite=overwrite)
+        store = create_store(path, meta, overwrite=overwrite)
         return cls(store, embedder, index=index, inference=inference)
 
     @classmethod
@@ -245,7 +227,7 @@ class Gallery:
             TwinshotError: no such file, not a gallery, the model cannot be found, or the
                 model's fingerprint differs from the gallery's.
         """
-        store = GalleryStore.open(path, readonly=readonly)
+        store = open_store(path, readonly=readonly)
         try:
             meta = store.meta()
             if model is None:
@@ -302,6 +284,12 @@ class Gallery:
     @property
     def path(self) -> Path:
         return self._store.path
+
+    @property
+    def location(self) -> Any:
+        """What opens this gallery again: its file, or its store URI as given (a password
+        included: print :attr:`path`, which redacts it)."""
+        return getattr(self._store, "location", self._store.path)
 
     @property
     def read_only(self) -> str | None:
@@ -369,10 +357,8 @@ class Gallery:
     def audit(self, after: int = 0) -> list[dict[str, Any]]:
         """The gallery's audit records with ids above ``after``, oldest first (see
         :mod:`twinshot.gallery.audit`)."""
-        from twinshot.gallery.audit import read_audit
-
         with self._lock:
-            return read_audit(self._store.conn, after=after)
+            return self._store.read_audit(after)
 
     @property
     def last_change_id(self) -> int | None:
@@ -431,14 +417,7 @@ class Gallery:
         self._meta = self._store.meta()
         self._settings = read_settings(self._meta, self.path)
         self._generation = self._settings.generation
-        self._scorer = Scorer(self.embedder.head)
-        rows = self._store.load_rows()
-        self._ids = rows.ids
-        self._identity_ids = rows.identity_ids
-        width = self._scorer.width(self._store.dim)
-        self._matrix = StoredMatrix(width, self._scorer.prepare(rows.vectors, copy=False))
-        self._exact = ExactIndex(self._scorer, self._matrix)
-        self._groups: _Grouping | None = None
+        self._rows = RowSearch(Scorer(self.embedder.head), self._store.load_rows(), self._store.dim)
         self._hnsw = None
         self._rows_version = getattr(self, "_rows_version", 0) + 1  # bumped whenever rows change
         self._hnsw_version = -1
@@ -461,22 +440,35 @@ class Gallery:
         self._meta = self._store.meta()
         self._settings = read_settings(self._meta, self.path)
         if removed is not None and removed.size:
-            keep = ~np.isin(self._ids, removed)
-            self._ids, self._identity_ids = self._ids[keep], self._identity_ids[keep]
-            self._matrix.keep(keep)
-            self._groups = None
+            self._rows.remove(removed)
             self._rows_version += 1
         if added is not None and added.ids.size:
-            self._ids = np.concatenate([self._ids, added.ids])
-            self._identity_ids = np.concatenate([self._identity_ids, added.identity_ids])
-            self._matrix.append(self._scorer.prepare(added.vectors))
-            self._groups = None
+            self._rows.append(added)
             self._rows_version += 1
 
-    def _grouping(self) -> _Grouping:
-        if self._groups is None:
-            self._groups = _group(self._identity_ids)
-        return self._groups
+    # the rows in memory (see gallery/search.py), under the names the rest of the package uses
+    @property
+    def _ids(self) -> np.ndarray:
+        return self._rows.ids
+
+    @property
+    def _identity_ids(self) -> np.ndarray:
+        return self._rows.identity_ids
+
+    @property
+    def _scorer(self) -> Scorer:
+        return self._rows.scorer
+
+    @property
+    def _matrix(self) -> StoredMatrix:
+        return self._rows.matrix
+
+    @property
+    def _exact(self) -> ExactIndex:
+        return self._rows.exact
+
+    def _grouping(self) -> Grouping:
+        return self._rows.grouping()
 
     def _names_of(self, identity_ids: Iterable[int]) -> dict[int, str]:
         wanted = {int(i) for i in identity_ids if i >= 0}
@@ -672,6 +664,8 @@ class Gallery:
         if self.index_kind == "hnsw":
             return "hnsw"
         if self.n_embeddings >= APPROXIMATE_ABOVE and self._scorer.kind != "generic" and self._scorer.sign > 0:
+            if getattr(self._store, "ann_index", None) is not None:
+                return "hnsw"  # the database's own index (no faiss needed)
             try:
                 import_faiss()
                 return "hnsw"
@@ -681,6 +675,9 @@ class Gallery:
 
     def _ann(self) -> HNSWIndex:
         """The HNSW index, loaded from the file's cache or built, and synced with memory."""
+        own_index = getattr(self._store, "ann_index", None)  # a database with its own ANN index
+        if self._hnsw is None and own_index is not None:
+            self._hnsw = own_index(self._scorer, self.hnsw_config)
         if self._hnsw is None:
             hnsw = HNSWIndex(self._scorer, self.hnsw_config)
             cached = self._store.read_ann(hnsw.kind)
@@ -703,6 +700,11 @@ class Gallery:
         load it instead of building it. Returns its size."""
         with self._lock:
             self._refresh()
+            own_index = getattr(self._store, "ann_index", None)
+            if own_index is not None:  # the database builds and keeps its own index
+                self._hnsw = own_index(self._scorer, self.hnsw_config)
+                self._hnsw_version = self._rows_version
+                return self._hnsw.build_now()
             hnsw = HNSWIndex(self._scorer, self.hnsw_config)
             hnsw.build(self._matrix.data, self._ids)
             self._store.write_ann(hnsw.kind, hnsw.ids, hnsw.serialize())
@@ -734,26 +736,8 @@ class Gallery:
             self._require_entries()
             k = min(k, self.n_embeddings)
             q = self._queries(embeddings)
-            if self._index_in_use() == "hnsw":
-                rows = self._ann().candidates(q, max(k, HNSW_MIN_CANDIDATES), self._ids)
-                logits = self._scorer.logits_at(q, self._matrix.data, rows)
-                order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-                logits = np.take_along_axis(logits, order, 1)
-                rows = np.take_along_axis(rows, order, 1)
-                rows = np.where(np.isneginf(logits), -1, rows)
-            else:
-                logits, rows = self._exact.search(q, k)
-            pad = k - logits.shape[1]
-            if pad > 0:
-                logits = np.concatenate([logits, np.full((len(q), pad), -np.inf, np.float32)], 1)
-                rows = np.concatenate([rows, np.full((len(q), pad), -1, np.int64)], 1)
-            valid = rows >= 0
-            image_ids = np.where(valid, self._ids[np.maximum(rows, 0)], -1)
-            ident = np.where(valid, self._identity_ids[np.maximum(rows, 0)], -1)
-            names = self._names_of(ident.ravel().tolist())
-            identities = [[names.get(int(i)) if i >= 0 else None for i in row] for row in ident]
-            probs = np.where(valid, self.calibration.probability(logits), 0.0)
-            return SearchResult(scores=logits.astype(np.float32), image_ids=image_ids, identities=identities, probabilities=probs)
+            logits, rows = self._rows.rows(q, k, self._candidates())
+            return search_result(logits, rows, self._ids, self._identity_ids, self._names_of, self.calibration.probability)
 
     def identify(self, images: Any, k: int = 5, *, threshold: float | None = None, rule: str | None = None) -> list[Identification]:
         """For each query image, up to ``k`` candidate identities and the decision at the
@@ -778,140 +762,26 @@ class Gallery:
                 raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
             self._require_entries()
             threshold = self.threshold if threshold is None else check_threshold(threshold, infinite=True)
-            q = self._queries(embeddings)
-            norm = stored_norm(self._meta)  # cohort score normalisation, if stored (gallery/scorenorm.py)
-            if norm is None:
-                scores, ident_pos = self._top_identities(q, k, rule)
-                raw = scores
-            else:
-                scores, ident_pos, raw = normalised_identities(self, q, norm, k, rule)
-            g = self._grouping()
-            db_ids = np.where(ident_pos >= 0, g.ident_ids[np.maximum(ident_pos, 0)], -1)
-            names = self._names_of(db_ids.ravel().tolist())
-            probs = self.calibration.probability(raw)
-            out = []
-            for i in range(len(q)):
-                cands = [
-                    Candidate(names[int(d)], float(s), float(p))
-                    for d, s, p in zip(db_ids[i], scores[i], probs[i])
-                    if d >= 0
-                ]
-                best = cands[0] if cands else None
-                best_score = best.score if best else float("-inf")
-                out.append(
-                    Identification(
-                        identity=best.identity if best and best.score >= threshold else None,
-                        score=best_score,
-                        probability=best.probability if best else 0.0,
-                        candidates=cands,
-                        threshold=threshold,
-                    )
-                )
-            return out
+            q = self._queries(embeddings)  # embed (done by the caller) -> store (in memory) ->
+            scored = score_identities(self, q, k, rule)  # search -> score ->
+            return decide(scored, self._names_of(scored.identity_ids.ravel().tolist()), threshold)  # decide
+
+    def _candidates(self) -> Candidates | None:
+        """The approximate index proposing candidates, or None for exact search."""
+        return self._ann() if self._index_in_use() == "hnsw" else None
 
     def _top_identities(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, identity positions)`` float32/int64 ``(Q, min(k, M))``, best first;
-        identity positions index ``_grouping().ident_ids`` (``-1`` pads)."""
-        g = self._grouping()
-        k = min(k, g.ident_ids.size)
-        if self._index_in_use() == "hnsw":
-            n_rows = min(self.n_embeddings, max(HNSW_MIN_CANDIDATES, 4 * k * min(g.r_max, 8)))
-            rows = self._ann().candidates(q, n_rows, self._ids)
-            cand = np.where(rows >= 0, g.row_ident[np.maximum(rows, 0)], -1)
-            return self._score_identities(q, cand, k, rule)
-        if g.r_max == 1:
-            scores, rows = self._exact.search(q, k)
-            return scores, g.row_ident[rows]
-        if rule == "max":
-            n_rows = min(self.n_embeddings, (k - 1) * g.r_max + 1)
-            if n_rows <= MAX_ROW_CANDIDATES:
-                scores, rows = self._exact.search(q, n_rows)
-                idents = g.row_ident[rows]
-                out_s = np.full((len(q), k), -np.inf, np.float32)
-                out_i = np.full((len(q), k), -1, np.int64)
-                for i in range(len(q)):
-                    _, first = np.unique(idents[i], return_index=True)
-                    first = np.sort(first)[:k]
-                    out_s[i, : first.size] = scores[i, first]
-                    out_i[i, : first.size] = idents[i, first]
-                return out_s, out_i
-        return self._aggregate(q, k, rule)
+        """See :meth:`RowSearch.identities`."""
+        return self._rows.identities(q, k, rule, self._candidates())
 
     def _aggregate(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
-        """Exact per-identity scores over every row (scatter-max or mean), then top-k."""
-        g = self._grouping()
-        m = g.ident_ids.size
-        if "torch" not in sys.modules:
-            return self._aggregate_numpy(q, k, rule)
-        import torch
-
-        row_ident = torch.from_numpy(g.row_ident)
-        counts = torch.from_numpy(g.counts.astype(np.float32))
-        step = max(1, (1 << 24) // max(1, m))
-        out_s, out_i = [], []
-        for a in range(0, len(q), step):
-            sub = q.subset(slice(a, a + step))
-            fill = -np.inf if rule == "max" else 0.0
-            acc = torch.full((len(sub), m), fill, dtype=torch.float32)
-            for start, logits in self._exact.chunks(sub):
-                t = torch.from_numpy(logits)
-                idx = row_ident[start : start + t.shape[1]].expand(t.shape[0], -1)
-                if rule == "max":
-                    acc.scatter_reduce_(1, idx, t, reduce="amax")
-                else:
-                    acc.scatter_add_(1, idx, t)
-            if rule == "mean":
-                acc /= counts
-            s, i = torch.topk(acc, k, dim=1)
-            out_s.append(s.numpy())
-            out_i.append(i.numpy().astype(np.int64))
-        return np.concatenate(out_s), np.concatenate(out_i)
+        return self._rows.aggregate(q, k, rule)
 
     def _aggregate_numpy(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_aggregate` without torch: every row's logits for a block of queries,
-        reordered by identity and reduced per identity (``reduceat``)."""
-        g = self._grouping()
-        n = self.n_embeddings
-        step = max(1, (1 << 24) // max(1, n))
-        out_s, out_i = [], []
-        for a in range(0, len(q), step):
-            sub = q.subset(slice(a, a + step))
-            full = np.empty((len(sub), n), np.float32)
-            for start, logits in self._exact.chunks(sub):
-                full[:, start : start + logits.shape[1]] = logits
-            grouped = full[:, g.order]
-            if rule == "max":
-                per = np.maximum.reduceat(grouped, g.offsets[:-1], axis=1)
-            else:
-                per = (np.add.reduceat(grouped, g.offsets[:-1], axis=1) / g.counts).astype(np.float32)
-            s, i = topk(per, k)
-            out_s.append(s)
-            out_i.append(i)
-        return np.concatenate(out_s), np.concatenate(out_i)
+        return self._rows.aggregate_numpy(q, k, rule)
 
     def _score_identities(self, q: Queries, cand: np.ndarray, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
-        """Exact rule scores of the candidate identities ``cand (Q, C)`` (``-1`` ignored)
-        over all their references, then the best ``k`` of them."""
-        g = self._grouping()
-        out_s = np.full((len(q), k), -np.inf, np.float32)
-        out_i = np.full((len(q), k), -1, np.int64)
-        stored = self._matrix.data
-        for i in range(len(q)):
-            idents = np.unique(cand[i][cand[i] >= 0])
-            if idents.size == 0:
-                continue
-            starts, stops = g.offsets[idents], g.offsets[idents + 1]
-            rows = np.concatenate([g.order[a:b] for a, b in zip(starts, stops)])
-            logits = self._scorer.logits_at(q.subset(slice(i, i + 1)), stored, rows[None])[0]
-            bounds = np.concatenate([[0], np.cumsum(stops - starts)[:-1]])
-            if rule == "max":
-                per = np.maximum.reduceat(logits, bounds)
-            else:
-                per = np.add.reduceat(logits, bounds) / (stops - starts)
-            order = np.argsort(-per, kind="stable")[:k]
-            out_s[i, : order.size] = per[order]
-            out_i[i, : order.size] = idents[order]
-        return out_s, out_i
+        return self._rows.score_identities(q, cand, k, rule)
 
     # -- verifying ------------------------------------------------------------------------
 

@@ -329,9 +329,9 @@ def size_warning(n_identities: int, calibration: IdentificationCalibration | Non
 
 def gallery_size_warning(path: str | os.PathLike) -> str | None:
     """:func:`size_warning` for the gallery file at ``path`` (reads the file alone)."""
-    from twinshot.gallery.store import GalleryStore
+    from twinshot.gallery.stores import open_store
 
-    store = GalleryStore.open(path)
+    store = open_store(path)
     try:
         meta = store.meta()
         n = store.count_identities()

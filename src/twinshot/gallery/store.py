@@ -526,6 +526,21 @@ class GalleryStore:
     def count_images(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
+    def read_audit(self, after: int = 0) -> list[dict[str, Any]]:
+        """The audit rows with ids above ``after``, oldest first."""
+        from twinshot.gallery.audit import read_audit
+
+        return read_audit(self.conn, after=after)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside the block see one snapshot of the file (WAL), while writers go on."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("ROLLBACK")
+
     # -- writing ----------------------------------------------------------------------
 
     def _next_id(self, conn: sqlite3.Connection, table: str) -> int:
@@ -635,22 +650,10 @@ class GalleryStore:
             TwinshotError: a name already enrolled with ``on_exists="error"``, a name given
                 twice, vectors of the wrong dimension; nothing is written then.
         """
-        if on_exists not in ("error", "replace", "add"):
-            raise ValueError(f"on_exists must be error, replace or add, got {on_exists!r}")
+        from twinshot.gallery.stores.base import already_enrolled, check_items
+
+        check_items(items, self.dim, on_exists)
         names = [it.name for it in items]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})[:3]
-            raise DataError(f"identity name(s) given twice in one enrollment: {', '.join(map(repr, dup))}")
-        for it in items:
-            if it.vectors.ndim != 2 or it.vectors.shape[1] != self.dim:
-                raise DataError(
-                    f"identity {it.name!r}: embeddings of shape {tuple(it.vectors.shape)} do not match "
-                    f"the gallery's dimension {self.dim}"
-                )
-            if it.vectors.shape[0] == 0:
-                raise DataError(f"identity {it.name!r}: no images to enroll")
-            if it.images is not None and len(it.images) != it.vectors.shape[0]:
-                raise ValueError("one image per embedding is needed")
         created = now()
         with self.transaction(audit) as conn:
             existing: dict[str, int] = {}
@@ -661,11 +664,7 @@ class GalleryStore:
             if existing and on_exists == "error":
                 name = next(n for n in names if n in existing)
                 n_refs = conn.execute("SELECT COUNT(*) FROM embeddings WHERE identity_id = ?", (existing[name],)).fetchone()[0]
-                more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-                raise TwinshotError(
-                    f"identity {name!r} is already enrolled ({n_refs} reference(s)){more}; use --replace "
-                    f"(replace=True) to replace its references or --add (add=True) to add to them"
-                )
+                raise already_enrolled(name, n_refs, len(existing))
             identity_ids: list[int] = []
             new_identity: list[bool] = []
             removed_counts: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
@@ -103,7 +104,8 @@ def create_app(config: ServiceConfig, keys: KeyRing, *, engine: Engine | None = 
     app.state.engine = engine
     app.state.keys = keys
     app.state.audit = audit
-    errors.install(app, known=(str(config.gallery), str(config.gallery.resolve()), engine.gallery.model_ref, str(config.audit_path)))
+    where = str(config.gallery.resolve()) if isinstance(config.gallery, Path) else str(engine.gallery.path)
+    errors.install(app, known=(str(config.gallery), where, engine.gallery.model_ref, str(config.audit_path)))
     app.include_router(routes.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

@@ -73,7 +73,7 @@ class ServiceConfig:
             read-only anyway, and the service says so at start-up.
     """
 
-    gallery: Path
+    gallery: Path | str
     model: str | None = None
     limits: Limits = field(default_factory=Limits)
     audit_log: Path | None = None
@@ -86,7 +86,10 @@ class ServiceConfig:
     readonly: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gallery", Path(self.gallery))
+        from twinshot.gallery.stores import is_uri
+
+        if not is_uri(self.gallery):  # a store URI stays a string (a Path would fold its '//')
+            object.__setattr__(self, "gallery", Path(self.gallery))
         if self.audit_log is not None:
             object.__setattr__(self, "audit_log", Path(self.audit_log))
         if self.decode_workers < 1 or self.max_batch < 1:
@@ -96,5 +99,10 @@ class ServiceConfig:
 
     @property
     def audit_path(self) -> Path:
-        """The audit log's path (the explicit one, or ``<gallery>.audit.log``)."""
+        """The audit log's path (the explicit one, or ``<gallery>.audit.log``; for a
+        database store, ``<table or collection>.audit.log`` in the working directory)."""
+        if isinstance(self.gallery, str):
+            from twinshot.gallery.stores import parse
+
+            return self.audit_log or Path(f"{parse(self.gallery).name}.audit.log")
         return self.audit_log or self.gallery.with_name(self.gallery.name + ".audit.log")

@@ -26,6 +26,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
+from pathlib import Path
 
 import torch
 
@@ -192,7 +193,8 @@ class Engine:
         self._read = ThreadPoolExecutor(2, "twinshot-read", limit_threads, threads)
         self._write = ThreadPoolExecutor(1, "twinshot-write", limit_threads, threads)
         self.batcher = IdentifyBatcher(gallery, config.max_batch, config.torch_threads)
-        self._known = (str(gallery.path), str(gallery.path.resolve()), gallery.model_ref)
+        where = gallery.path.resolve() if isinstance(gallery.path, Path) else gallery.path  # a file, or a store's URI
+        self._known = (str(gallery.path), str(where), gallery.model_ref)
 
     @classmethod
     def open(cls, config: ServiceConfig) -> Engine:
@@ -338,7 +340,7 @@ class Engine:
         """The enrolled identities (the CLI's list JSON, without file paths), a page of them."""
 
         def run() -> dict[str, Any]:
-            info = describe(self.gallery.path)
+            info = describe(self.gallery.location)
             return {
                 "n_identities": info["n_identities"],
                 "n_embeddings": info["n_embeddings"],
@@ -450,7 +452,13 @@ class Engine:
     def scrub_file(self) -> None:
         """Rewrite the gallery file without its free pages (``VACUUM``) and truncate its
         write-ahead log, so deleted rows leave no bytes behind in either file. Runs on its
-        own connection; readers go on meanwhile (WAL)."""
+        own connection; readers go on meanwhile (WAL). A database store reclaims the
+        space of deleted rows its own way (``scrub``, e.g. PostgreSQL's ``VACUUM``)."""
+        if not isinstance(self.gallery.path, Path):
+            scrub = getattr(self.gallery._store, "scrub", None)
+            if scrub is not None:
+                scrub()
+            return
         conn = sqlite3.connect(str(self.gallery.path), isolation_level=None, timeout=60.0)
         try:
             conn.execute("PRAGMA secure_delete=ON")
