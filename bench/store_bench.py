@@ -136,17 +136,28 @@ def bench_bulk(model_ref: str, n_identities: int, per_identity: int, workdir: Pa
     rows = []
     for w in workers:
         db = workdir / f"bulk-{w}.db"
+        first: list[tuple[float, int]] = []  # (time, identities) at the first commit
+
+        def on_commit(done: int, total: int) -> None:
+            if done and not first:
+                first.append((time.perf_counter(), done))
+
         with Gallery.create(db, model_ref, overwrite=True, inference="torch") as g:
             t = time.perf_counter()
             if w == 0:
                 g.enroll_folder(root)
             else:
-                enroll_folder_bulk(g, root, BulkConfig(workers=w))
-            seconds = time.perf_counter() - t
+                enroll_folder_bulk(g, root, BulkConfig(workers=w, task_images=64), progress=on_commit)
+            end = time.perf_counter()
             assert g.n_embeddings == n_images
         for suffix in ("", "-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
-        rows.append({"workers": w, "seconds": seconds, "images_per_s": n_images / seconds})
+        row = {"workers": w, "seconds": end - t, "images_per_s": n_images / (end - t)}
+        if first and first[0][1] < n_identities:
+            # after the first commit: the workers are up; images/s without their start-up
+            row["first_commit_s"] = first[0][0] - t
+            row["steady_images_per_s"] = (n_identities - first[0][1]) * per_identity / (end - first[0][0])
+        rows.append(row)
     return {"identities": n_identities, "images": n_images, "rows": rows}
 
 
@@ -194,15 +205,68 @@ def markdown_lines(d: dict[str, Any]) -> list[str]:
     if b:
         lines += ["", f"Bulk enrollment of an image folder ({b['identities']:,} identities x {b['images'] // b['identities']} "
                   f"synthetic 105x105 PNGs, model `{b['model']}`), wall time including the workers' start-up:", "",
-                  "| workers | seconds | images/s |", "|---|---|---|"]
+                  "| workers | seconds | images/s | first commit after s (start-up) | images/s after the first commit |", "|---|---|---|---|---|"]
         for r in b["rows"]:
             label = "0 (one process, one transaction)" if r["workers"] == 0 else str(r["workers"])
-            lines.append(f"| {label} | {r['seconds']:.1f} | {r['images_per_s']:.0f} |")
+            steady = f"{r['first_commit_s']:.1f} | {r['steady_images_per_s']:.0f}" if "steady_images_per_s" in r else "- | -"
+            lines.append(f"| {label} | {r['seconds']:.1f} | {r['images_per_s']:.0f} | {steady} |")
     return lines
 
 
 def _engine(e: dict[str, Any]) -> str:
     return f"{e['matmul']} matmul + {e['topk']} top-k, chunk {e['chunk_elements']:,}"
+
+
+def engine_ratios(sizes: Sequence[int], *, dim: int = 128, n_queries: int = 100, repeats: int = 15) -> list[dict[str, Any]]:
+    """Exact search per engine at each size, all in this run (so their ratios compare on a
+    shared machine): :func:`bench.search_bench.exact_engines` on clustered data."""
+    from bench.search_bench import exact_engines
+
+    out = []
+    for n in sizes:
+        clusters = max(10, n // 10)
+        matrix = clustered_embeddings(n, dim, clusters, seed=1)
+        queries = clustered_embeddings(n_queries, dim, clusters, seed=2)
+        out.append({"n": n, **exact_engines(matrix, queries, repeats=repeats, batch_sizes=(1, n_queries))})
+        del matrix
+    return out
+
+
+def engine_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["Per call, median (min) over round-robin repeats (the min is the least disturbed by other jobs):", "",
+             "| embeddings | queries | twinshot exact (measured engine) | forced numpy engine | forced torch engine | numpy matmul + argpartition | bare matmul (faster of numpy, torch) | twinshot / bare matmul |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for b, row in r.items():
+            if b in ("n", "engine"):
+                continue
+            keys = ("twinshot_exact", "twinshot_exact_numpy", "twinshot_exact_torch", "numpy_argpartition", "bare_matmul")
+            med = {k: 1e3 * row[k]["median"] for k in keys}
+            low = {k: 1e3 * row[k]["min"] for k in keys}
+            cells = " | ".join(f"{med[k]:.2f} ({low[k]:.2f}) ms" for k in keys)
+            lines.append(f"| {r['n']:,} | {b} | {cells} | {med['twinshot_exact'] / med['bare_matmul']:.2f} ({low['twinshot_exact'] / low['bare_matmul']:.2f}) |")
+    plans = "; ".join(f"{r['n']:,}: 1 query {_engine(r['engine']['single'])}, batches {_engine(r['engine']['batch'])}" for r in rows)
+    return lines + ["", f"Engine measured on this machine: {plans}."]
+
+
+def fragment(result: dict[str, Any], engines: list[dict[str, Any]] | None, command: str) -> str:
+    """A ``docs/benchmarks_*.md`` fragment (``bench/run.py`` includes it in the report)."""
+    from bench.run import machine
+
+    m = result.get("machine") or machine()
+    lines = [
+        "### Scale: exact-search engines, stores at 100k/1M, bulk enrollment",
+        "",
+        f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {m['cpu']}, {m['cores']} cores, "
+        f"torch threads {result['threads']}; load average at start {result.get('load_start')}, at end {result.get('load_end')}. "
+        "**The machine was shared with other jobs during this run**: absolute times are inflated and noisy; compare "
+        "the ratios within one table (measured in the same run).",
+        "",
+    ]
+    if engines:
+        lines += engine_lines(engines) + [""]
+    lines += markdown_lines(result) + [""]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -214,16 +278,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--bulk", default="500x2", help="IDENTITIESxIMAGES for the bulk enrollment rows ('' to skip)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
+    ap.add_argument("--engines", default="", help="also time exact search per engine at these sizes (comma-separated)")
+    ap.add_argument("--fragment", type=Path, default=None, help="write a docs/benchmarks_*.md fragment here")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = [int(x) for x in args.sizes.split(",") if x]
     bulk = tuple(int(x) for x in args.bulk.split("x")) if args.bulk else None
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    engines = engine_ratios([int(x) for x in args.engines.split(",") if x]) if args.engines else None
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         result = run(sizes, workdir, store_uri=args.store_uri, n_queries=args.queries, hnsw_up_to=args.hnsw_up_to, bulk=bulk)  # type: ignore[arg-type]
+    result["load_start"], result["load_end"] = load_start, [round(x, 2) for x in os.getloadavg()]
+    result["engines"] = engines
     print("\n".join(markdown_lines(result)))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    if args.fragment:
+        command = "python -m bench.store_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        args.fragment.write_text(fragment(result, engines, command))
     return result
 
 
