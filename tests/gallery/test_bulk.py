@@ -45,14 +45,19 @@ def single(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, folder: Pa
 
 
 def _contents(g: Gallery) -> dict[str, np.ndarray]:
-    """Each identity's reference embeddings, rows sorted (image ids differ between runs)."""
-    out = {}
-    for name in g.identity_names():
-        vecs = g._store.load_rows()
-        ids = {r.name: r.id for r in g.identities()}
-        rows = vecs.vectors[vecs.identity_ids == ids[name]]
-        out[name] = rows[np.lexsort(rows.T[::-1])]
-    return out
+    """Each identity's references seen through the public search API: their scores against
+    6 fixed probe embeddings, ``(references, 6)``, rows sorted (image ids differ between
+    runs, so rows are compared as a set)."""
+    probes = np.random.default_rng(7).standard_normal((6, g.dim)).astype(np.float32)
+    result = g.search_embeddings(probes, k=g.n_embeddings)
+    by_image: dict[int, tuple[str, list[float]]] = {}
+    for i in range(len(probes)):
+        for n in result.neighbours(i):
+            by_image.setdefault(n.image_id, (n.identity, []))[1].append(n.score)
+    out: dict[str, list[list[float]]] = {}
+    for name, scores in by_image.values():
+        out.setdefault(name, []).append(scores)
+    return {name: np.array(sorted(rows)) for name, rows in out.items()}
 
 
 def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
