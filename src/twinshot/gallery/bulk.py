@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import tempfile
 import time
 import zlib
 from collections import deque
@@ -408,9 +407,9 @@ def embed_folder(
             done += r.size
             if progress is not None:
                 progress(done, n)
-    fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=out.suffix, dir=out.parent)
+    tmp = str(out.parent / f".{out.name}.{os.getpid()}.tmp{out.suffix}")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             if out.suffix == ".npy":
                 np.save(f, vectors)
             else:
