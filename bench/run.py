@@ -33,6 +33,9 @@ Sections (``--skip`` takes their names, comma-separated):
    2 processes is correctness, not speed.
 7. ``faces``: faces/s through the shipped ``faces`` model, detect + align + encode, on
    2 threads (:mod:`bench.face_bench`; LFW photos pasted into 640x480 frames). Goal: >= 30.
+8. ``stores``: per gallery store (``--store-uri``; default SQLite), enrollment throughput,
+   identify latency p50/p99 and recall at 100k and 1M embeddings, and bulk enrollment of an
+   image folder with 0, 1 and 2 worker processes (:mod:`bench.store_bench`); a record.
 
 Every figure is a median over repeats with its spread (quartiles, min, max). Each goal is
 marked met or not met; a goal not met carries a note on what limits it. Markdown fragments
@@ -56,7 +59,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("training", "accuracy", "embedding", "gallery", "enrollment", "ddp", "faces")
+SECTIONS = ("training", "accuracy", "embedding", "gallery", "enrollment", "ddp", "faces", "stores")
 #: Where an omniglot preset run is looked for (its epochs.csv gives time to accuracy).
 RUN_CANDIDATES = ("runs/omniglot", "runs/omniglot-preset", "src/twinshot/pretrained/omniglot")
 
@@ -69,6 +72,7 @@ MODES: dict[str, dict[str, Any]] = {
         "sizes": [10_000, 100_000, 1_000_000], "dim": 128, "queries": 100, "search_repeats": 20,
         "hnsw": {10_000: (32, 64), 100_000: (32, 64), 1_000_000: (32, 64)}, "ef": [64, 128, 256, 512],
         "enroll": 2000, "enroll_single": 200, "enroll_repeats": 3, "data": None,
+        "store_sizes": [100_000, 1_000_000], "store_queries": 500, "bulk": (2000, 2),
     },
     "quick": {
         "train_steps": 5, "train_repeats": 3, "matmul_n": 1024, "flop_repeats": 3,
@@ -77,6 +81,7 @@ MODES: dict[str, dict[str, Any]] = {
         "sizes": [10_000, 100_000], "dim": 128, "queries": 100, "search_repeats": 7,
         "hnsw": {10_000: (16, 40), 100_000: (16, 40)}, "ef": [64, 256],
         "enroll": 200, "enroll_single": 20, "enroll_repeats": 2, "data": None,
+        "store_sizes": [100_000], "store_queries": 200, "bulk": (300, 2),
     },
     "tiny": {
         "train_steps": 2, "train_repeats": 2, "matmul_n": 256, "flop_repeats": 2,
@@ -84,7 +89,7 @@ MODES: dict[str, dict[str, Any]] = {
         "engines": ["eager", "onnxruntime"],
         "sizes": [2000], "dim": 16, "queries": 10, "search_repeats": 3,
         "hnsw": {2000: (8, 16)}, "ef": [32],
-        "enroll": 6, "enroll_single": 3, "enroll_repeats": 1,
+        "enroll": 6, "enroll_single": 3, "enroll_repeats": 1, "store_sizes": [2000], "store_queries": 10, "bulk": (4, 2),
         "data": ["data.sources=[\"../shared/datasets/omniglot/images_background_small1.zip\"]", "data.val=1",
                  "model.encoder_params.widths=[8,8]"],
     },
@@ -245,6 +250,8 @@ def gallery_goals(results: list[dict[str, Any]], n_queries: int) -> dict[str, An
     exact_ok, matmul_ok, worst_ratio = True, True, 0.0
     for r in results:
         for b, row in r["exact"].items():
+            if b == "engine":
+                continue
             t = row["twinshot_exact"]["median"]
             others = [row[k]["median"] for k in ("numpy_argpartition", "faiss_flat") if k in row]
             exact_ok = exact_ok and t <= min(others)
@@ -283,6 +290,13 @@ def run_ddp(s: dict[str, Any]) -> dict[str, Any]:
     tiny = s["data"] is not None
     return ddp_bench.run(steps=3 * s["train_steps"], warmup=min(10, s["train_steps"]), repeats=2 if s["train_repeats"] >= 5 else 1,
                          tiny=tiny, data=ddp_bench.TINY_DATA if tiny else ddp_bench.DATA)
+
+
+def run_stores(s: dict[str, Any], workdir: Path, store_uri: str | None) -> dict[str, Any]:
+    from bench import store_bench
+
+    return store_bench.run(s["store_sizes"], workdir, store_uri=store_uri, n_queries=s["store_queries"], dim=s["dim"],
+                           bulk=s["bulk"], tiny=s["data"] is not None)
 
 
 def run_faces(mode: str) -> dict[str, Any]:
@@ -433,16 +447,26 @@ def markdown(report: dict[str, Any]) -> str:
             "Clustered synthetic unit vectors (`n // 10` clusters), cosine head, k = 10; seconds are per call "
             "(a batch of 1 or of 100 queries).",
             "",
-            "| embeddings | queries | twinshot exact | numpy matmul + argpartition | faiss IndexFlatIP | bare matmul (faster of numpy, torch) | twinshot / matmul |",
-            "|---|---|---|---|---|---|---|",
+            "| embeddings | queries | twinshot exact | numpy matmul + argpartition | faiss IndexFlatIP | bare matmul (faster of numpy, torch) | twinshot / matmul | twinshot forced numpy / torch engine |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        plans = []
         for r in g["sizes"]:
+            if "engine" in r["exact"]:
+                e = r["exact"]["engine"]
+                plans.append(f"{r['n']:,}: 1 query {_engine_name(e['single'])}, batches {_engine_name(e['batch'])} ({e['source']})")
             for b, row in r["exact"].items():
+                if b == "engine":
+                    continue
                 ratio = row["twinshot_exact"]["median"] / row["bare_matmul"]["median"]
+                forced = " / ".join(_spread(row[f"twinshot_exact_{e}"], 1e3, 2) + " ms" for e in ("numpy", "torch") if f"twinshot_exact_{e}" in row) or "-"
                 lines.append(
                     f"| {r['n']:,} | {b} | {_spread(row['twinshot_exact'], 1e3, 2)} ms | {_spread(row['numpy_argpartition'], 1e3, 2)} ms | "
-                    f"{_spread(row.get('faiss_flat', {}), 1e3, 2)} ms | {_spread(row['bare_matmul'], 1e3, 2)} ms | {ratio:.2f} |"
+                    f"{_spread(row.get('faiss_flat', {}), 1e3, 2)} ms | {_spread(row['bare_matmul'], 1e3, 2)} ms | {ratio:.2f} | {forced} |"
                 )
+        if plans:
+            lines += ["", "Exact-search engine measured on this machine (`twinshot.gallery.search_engine`, cached per CPU model "
+                      "and thread count): " + "; ".join(plans) + "."]
         lines += ["", "| embeddings | enroll s | file MB | open s (fresh process) | memory bytes / embedding | identify 1 query ms |", "|---|---|---|---|---|---|"]
         for r in g["sizes"]:
             lines.append(f"| {r['n']:,} | {r['enroll_s']:.1f} | {r['file_mb']:.0f} | {_spread(r['open_s'], 1, 2)} | "
@@ -482,6 +506,8 @@ def markdown(report: dict[str, Any]) -> str:
             worst = []
             for r in g["sizes"]:
                 for b, row in r["exact"].items():
+                    if b == "engine":
+                        continue
                     tw, mm = row["twinshot_exact"]["median"], row["bare_matmul"]["median"]
                     best_other = min(row[k]["median"] for k in ("numpy_argpartition", "faiss_flat") if k in row)
                     if tw > 1.5 * mm or tw > best_other:
@@ -533,6 +559,16 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines += [_section_note(fa), ""]
 
+    st = sec.get("stores", {"skipped": "not part of this report's run (the section was added after it); see the "
+                                       "scale measurements under Other measurements"}) if "stores" not in sec else sec["stores"]
+    lines += ["## 8. Gallery stores at scale and bulk enrollment", ""]
+    if st and "error" not in st and "skipped" not in st:
+        from bench.store_bench import markdown_lines as store_lines
+
+        lines += store_lines(st) + [""]
+    else:
+        lines += [_section_note(st), ""]
+
     lines += ["## Other measurements", "",
               "<!-- bench/run.py includes every docs/benchmarks_*.md fragment here (e.g. the HTTP service load test). -->", ""]
     fragments = report.get("fragments", [])
@@ -542,6 +578,10 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines += ["(none yet: the service load test writes `docs/benchmarks_service.md`, which is included here.)", ""]
     return "\n".join(lines)
+
+
+def _engine_name(e: dict[str, Any]) -> str:
+    return f"{e['matmul']} matmul + {e['topk']} top-k (chunk {e['chunk_elements']:,})"
 
 
 def _section_note(section: dict[str, Any] | None) -> str:
@@ -611,6 +651,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--accuracy-budget", type=float, default=None, help="seconds of training when no run is found (0: don't train)")
     ap.add_argument("--render", action="store_true", help="only rewrite benchmarks.md from the benchmarks.json in --out-dir")
     ap.add_argument("--workdir", type=Path, default=None, help="where gallery files go (default: a temp dir)")
+    ap.add_argument("--store-uri", default=None, help="the store the 'stores' section creates its galleries in (default: SQLite files in --workdir)")
     args = ap.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(SECTIONS)
@@ -656,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "enrollment": lambda: run_enrollment(s),
             "ddp": lambda: run_ddp(s),
             "faces": lambda: run_faces(mode),
+            "stores": lambda: run_stores(s, workdir, args.store_uri),
         }
         for name in SECTIONS:
             if name in args.skip_set:

@@ -37,6 +37,21 @@ def timings(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]
     return out
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of ``repeats`` calls of each function, timed round-robin (one call of
+    each in turn), after ``warmup`` rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t)
+    return out
+
+
 def _numpy_topk(q: np.ndarray, m: np.ndarray, k: int) -> np.ndarray:
     s = q @ m.T
     part = np.argpartition(-s, k, axis=1)[:, :k]
@@ -45,13 +60,17 @@ def _numpy_topk(q: np.ndarray, m: np.ndarray, k: int) -> np.ndarray:
 
 
 def exact_engines(matrix: np.ndarray, queries: np.ndarray, *, repeats: int, batch_sizes: Sequence[int]) -> dict[str, Any]:
-    """Seconds per call (:func:`summary`) of each exact engine for each query batch size."""
+    """Seconds per call (:func:`summary`) of each exact engine for each query batch size
+    (``twinshot_exact``: the engine measured on this machine; ``twinshot_exact_numpy`` /
+    ``_torch``: twinshot forced onto one engine), and the plan measured (``engine``)."""
     from twinshot.gallery.index import ExactIndex, Scorer, StoredMatrix
     from twinshot.models import CosineHead
 
     scorer = Scorer(CosineHead())
     exact = ExactIndex(scorer, StoredMatrix(matrix.shape[1], matrix))
-    out: dict[str, Any] = {}
+    # the engine measured on this machine ("auto"), and each fixed engine for comparison
+    fixed = {name: ExactIndex(scorer, exact.matrix, engine=name) for name in ("numpy", "torch")}
+    out: dict[str, Any] = {"engine": exact.plan().to_dict()}
     try:
         import faiss
 
@@ -64,12 +83,14 @@ def exact_engines(matrix: np.ndarray, queries: np.ndarray, *, repeats: int, batc
         qq = scorer.prepare_queries(q)
         rep = repeats if b == 1 else max(3, repeats // 4)
         q_t, m_t = torch.from_numpy(q), torch.from_numpy(matrix)
-        row: dict[str, Any] = {
-            "twinshot_exact": summary(timings(lambda: exact.search(qq, K), rep)),
-            "numpy_argpartition": summary(timings(lambda: _numpy_topk(q, matrix, K), rep)),
-            "bare_matmul_numpy": summary(timings(lambda: q @ matrix.T, rep)),
-            "bare_matmul_torch": summary(timings(lambda: q_t @ m_t.T, rep)),
-        }
+        # timed round-robin: on a shared machine whose load drifts, all engines see alike
+        row: dict[str, Any] = {name: summary(t) for name, t in interleaved({
+            "twinshot_exact": lambda: exact.search(qq, K),
+            **{f"twinshot_exact_{name}": (lambda forced=forced: forced.search(qq, K)) for name, forced in fixed.items()},
+            "numpy_argpartition": lambda: _numpy_topk(q, matrix, K),
+            "bare_matmul_numpy": lambda: q @ matrix.T,
+            "bare_matmul_torch": lambda: q_t @ m_t.T,
+        }, rep).items()}
         # the bare product: the faster of numpy's and torch's (both call a BLAS sgemm)
         row["bare_matmul"] = min(row["bare_matmul_numpy"], row["bare_matmul_torch"], key=lambda sm: sm["median"])
         if flat is not None:

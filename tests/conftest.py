@@ -103,3 +103,14 @@ def browser(tmp_path: Path):
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _search_engine_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Measured exact-search engines are cached inside the test session, never in ~/.cache."""
+    from twinshot.gallery import search_engine
+
+    before = search_engine.DEFAULT_CACHE
+    search_engine.DEFAULT_CACHE = tmp_path_factory.mktemp("search-engines") / "search-engines.json"
+    yield
+    search_engine.DEFAULT_CACHE = before

@@ -27,10 +27,12 @@ def test_tiny_run_writes_the_report(tmp_path: Path, omniglot_dir: Path) -> None:
     assert sections["enrollment"]["rows"][0]["identities_per_s"]["median"] > 0
     assert all(r["median"] > 0 for r in sections["ddp"]["rows"])
     assert "skipped" in sections["faces"] or sections["faces"]["faces_per_s"] > 0
+    assert sections["stores"]["sizes"][0]["rows"][0]["recall_at_10"] == 1.0
+    assert [r["workers"] for r in sections["stores"]["bulk"]["rows"]] == [0, 1, 2]
     md = (tmp_path / "benchmarks.md").read_text()
     for heading in ("## Goals", "## 1. Training throughput", "## 2. Time to accuracy", "## 3. Embedding throughput",
                     "## 4. Gallery search", "## 5. Enrollment throughput", "## 6. Data-parallel training (DDP)",
-                    "## 7. Faces", "## Other measurements"):
+                    "## 7. Faces", "## 8. Gallery stores at scale", "## Other measurements"):
         assert heading in md
     assert "met**" in md and "AMD" in md or "Machine" in md
     data = json.loads((tmp_path / "benchmarks.json").read_text())
@@ -45,7 +47,7 @@ def test_skip_is_checked_and_honoured(tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit):
         parse_args(["--skip", "trainning"])
-    report = main(["--tiny", "--out-dir", str(tmp_path), "--skip", "training,accuracy,embedding,gallery,enrollment,ddp,faces"])
+    report = main(["--tiny", "--out-dir", str(tmp_path), "--skip", "training,accuracy,embedding,gallery,enrollment,ddp,faces,stores"])
     assert all(v is None for v in report["sections"].values())
     assert "Skipped (`--skip`)." in (tmp_path / "benchmarks.md").read_text()
 

@@ -98,6 +98,8 @@ def enroll_folder(
     replace: bool = typer.Option(False, "--replace", help="Replace the references of identities already enrolled."),
     add: bool = typer.Option(False, "--add", help="Add to the references of identities already enrolled."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    workers: int = typer.Option(0, "--workers", help="Embed in N worker processes and commit identities in batches, resumably: run again after a crash (0: one process, one transaction)."),
+    shard: str = typer.Option("0/1", "--shard", help="With --workers: only the identities of shard i/n (several machines, one database store)."),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
@@ -105,7 +107,12 @@ def enroll_folder(
     """Enroll every sub-folder of FOLDER as one identity, in one transaction.
 
     Identities are named by the sub-folder's path; images are decoded and embedded in batches.
+    With --workers N: N processes embed, each identity lands with all its references or not
+    at all, and running the command again resumes (identities already enrolled are skipped).
     """
+    if workers:
+        _enroll_bulk(gallery, folder, workers, shard, replace or add, progress, model, inference, as_json)
+        return
     with _open(gallery, model, inference=inference) as g:
         if progress and sys.stderr.isatty():
             from rich.console import Console
@@ -138,6 +145,44 @@ def enroll_folder(
         )
     else:
         typer.echo(f"enrolled {len(results)} identities, {sum(len(r.image_ids) for r in results)} references, from {folder}")
+    _warn_size(gallery)
+
+
+def _progress_bar(label: str) -> Any:
+    """A rich progress bar on stderr whose ``update(done, total)`` is a ``BulkProgress``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+
+
+def _enroll_bulk(gallery: str, folder: str, workers: int, shard: str, exists_flag: bool, progress: bool, model: Optional[str], inference: str, as_json: bool) -> None:
+    import contextlib
+
+    from twinshot.errors import ConfigError
+    from twinshot.gallery.bulk import BulkConfig, enroll_folder_bulk, parse_shard
+
+    if exists_flag:
+        raise ConfigError("--workers resumes by skipping identities already enrolled; --replace and --add need one transaction (without --workers)")
+    config = BulkConfig(workers=workers, shard=parse_shard(shard))
+    with _open(gallery, model, inference=inference) as g, contextlib.ExitStack() as stack:
+        report = None
+        if progress and sys.stderr.isatty():
+            bar = stack.enter_context(_progress_bar("enroll"))
+            task = bar.add_task("enroll", total=None)
+            report = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        result = enroll_folder_bulk(g, folder, config, model=model, progress=report)
+        n_embeddings = g.n_embeddings
+    if as_json:
+        _emit_json({"gallery": gallery, **result.to_dict(), "n_embeddings": n_embeddings})
+    else:
+        typer.echo(
+            f"enrolled {result.enrolled} identities ({result.references} references) from {folder} with {workers} "
+            f"worker(s) in {result.seconds:.1f} s; {result.skipped} already enrolled, skipped"
+        )
     _warn_size(gallery)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from twinshot.cli import demo, evaluate, export, gallery, models, pairs, report, serve, train, verify
+from twinshot.cli import demo, embed, evaluate, export, gallery, models, pairs, report, serve, train, verify
 
 app = typer.Typer(
     name="twinshot",
@@ -27,6 +27,7 @@ app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(gallery.app, name="gallery")
 app.command("verify", help=verify.verify.__doc__)(verify.verify)
 app.command("export", help=export.export.__doc__)(export.export)
+app.command("embed", help=embed.embed.__doc__)(embed.embed)
 app.command("report", help=report.report.__doc__)(report.report)
 app.command("serve", help=serve.serve.__doc__)(serve.serve)
 app.add_typer(serve.keys_app, name="keys")

@@ -34,6 +34,7 @@ import numpy as np
 
 from twinshot.errors import ConfigError, TwinshotError
 from twinshot.export.numpy_heads import NumpyHead
+from twinshot.gallery.search_engine import EnginePlan, SearchEngine, resolve_plan
 
 #: At most this many scores (queries x rows) are materialised at once (8 MB: a chunk's
 #: scores are still in cache when the top-k reads them; measured best of 1M-8M elements).
@@ -164,6 +165,13 @@ class Scorer:
         r = _matmul_t(q.mat, stored)
         return r if self.sign > 0 else np.negative(r, out=r)
 
+    def exact_rank(self, q: Queries, stored: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Ranking scores float32 ``(Q, R)`` of query ``i`` against rows ``rows[i, j]``
+        (all valid), by one fixed routine (an ``einsum`` over the gathered rows: the same
+        values whichever engine proposed the rows, equal rows get equal values)."""
+        r = np.einsum("qw,qrw->qr", q.mat, stored[rows])
+        return (r if self.sign > 0 else -r).astype(np.float32, copy=False)
+
     def to_logits(self, q: Queries, rank: np.ndarray) -> np.ndarray:
         """Logits from ranking scores ``(Q, R)``; ``-inf`` ranks stay ``-inf``. Exact for
         cosine heads; for euclidean ones :meth:`logits` and :meth:`logits_at` recompute the
@@ -268,6 +276,59 @@ def _matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
 
+def engine_product(engine: SearchEngine, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` float32 ``(Q, C)`` by ``engine.matmul``."""
+    if engine.matmul == "torch":
+        import torch
+
+        return (torch.from_numpy(a) @ torch.from_numpy(b).T).numpy()
+    return a @ b.T
+
+
+def engine_topk(engine: SearchEngine, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk` by ``engine.topk``."""
+    k = min(k, scores.shape[1])
+    if engine.topk == "torch":
+        import torch
+
+        values, cols = _block_topk_torch(torch.from_numpy(np.ascontiguousarray(scores)), k)
+        return values.numpy(), cols.numpy().astype(np.int64, copy=False)
+    return _block_topk_numpy(np.ascontiguousarray(scores), k)
+
+
+def chunked_topk(engine: SearchEngine, qmat: np.ndarray, stored: np.ndarray, k: int, sign: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``min(k, N)`` rows of ``stored (N, W)`` with the highest ``sign * qmat @ row``
+    for each query of ``qmat (Q, W)``, by ``engine``, in chunks of at most
+    ``engine.chunk_elements`` scores: ``(ranks float32, rows int64)`` ``(Q, min(k, N))``.
+    The engine's own float32 ranks: candidates, not final scores."""
+    n = stored.shape[0]
+    step = max(1024, engine.chunk_elements // max(1, qmat.shape[0]))
+    best_s: list[np.ndarray] = []
+    best_r: list[np.ndarray] = []
+    for start in range(0, n, step):
+        r = engine_product(engine, qmat, stored[start : start + step])
+        if sign < 0:
+            np.negative(r, out=r)
+        s, rows = engine_topk(engine, r, k)
+        best_s.append(s)
+        best_r.append(rows + start)
+    if len(best_s) == 1:
+        return best_s[0], best_r[0]
+    rank, pos = engine_topk(engine, np.concatenate(best_s, 1), k)
+    return rank, np.take_along_axis(np.concatenate(best_r, 1), pos, 1)
+
+
+#: Candidates beyond ``k`` the engine proposes per query (at least ``k`` more): the exact
+#: rescoring settles the boundary of the top-k among them (see :class:`ExactIndex`).
+SEARCH_MARGIN = 16
+
+
+def _calibrate_above() -> int:
+    from twinshot.gallery import search_engine
+
+    return search_engine.CALIBRATE_ABOVE
+
+
 #: Columns per block of the block-maximum top-k (see :func:`topk`).
 TOPK_BLOCK = 32
 #: Below this many scores a plain top-k is faster than the two passes (measured: 1 x 10k).
@@ -341,6 +402,13 @@ def _partition_topk(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(vals, order, 1), np.take_along_axis(part, order, 1).astype(np.int64, copy=False)
 
 
+def _max_norm(rows: np.ndarray) -> float:
+    """The largest L2 norm of the rows of ``rows (n, W)`` (0 for none), in float64."""
+    if rows.shape[0] == 0:
+        return 0.0
+    return float(np.sqrt(np.max(np.einsum("nw,nw->n", rows, rows, dtype=np.float64))))
+
+
 class StoredMatrix:
     """A growable float32 ``(N, W)`` matrix (capacity doubles, so appends are amortised O(n))."""
 
@@ -350,6 +418,7 @@ class StoredMatrix:
             data = np.zeros((0, width), np.float32)
         self._buf = np.ascontiguousarray(data, dtype=np.float32)
         self._n = self._buf.shape[0]
+        self.max_norm = _max_norm(self._buf)
 
     def __len__(self) -> int:
         return self._n
@@ -368,12 +437,14 @@ class StoredMatrix:
             self._buf = buf
         self._buf[self._n : self._n + n] = rows
         self._n += n
+        self.max_norm = max(self.max_norm, _max_norm(rows))
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep only the rows where ``mask`` (bool ``(N,)``) is True, in order."""
         kept = self.data[mask]
         self._buf = np.ascontiguousarray(kept)
         self._n = kept.shape[0]
+        self.max_norm = _max_norm(self._buf)
 
     def nbytes(self) -> int:
         return int(self._buf.nbytes)
@@ -382,47 +453,109 @@ class StoredMatrix:
 class ExactIndex:
     """Exact (brute-force) search over the stored matrix, in chunks of rows.
 
+    The product and top-k run on the engine measured fastest on this machine
+    (:mod:`twinshot.gallery.search_engine`), which only *proposes* candidates: each query's
+    best ``k + margin`` rows by the engine's float32 ranks. Their ranks are then recomputed
+    by one fixed routine (:meth:`Scorer.exact_rank`) and the best ``k`` kept, ties broken by
+    row (lower first); when the margin might not cover every row that could tie or beat
+    the ``k``-th (a rounding bound on the product decides), the query is redone with every
+    row above that bound. So the rows, the scores and their order are the same whichever
+    engine runs.
+
     Args:
         scorer: the head's scorer.
         matrix: the stored form of every row (see :meth:`Scorer.prepare`).
+        engine: ``"auto"`` (measured, cached per machine), a name of
+            :data:`twinshot.gallery.search_engine.ENGINES`, a ``SearchEngine`` or an
+            ``EnginePlan``.
     """
 
-    def __init__(self, scorer: Scorer, matrix: StoredMatrix) -> None:
+    def __init__(self, scorer: Scorer, matrix: StoredMatrix, engine: str | SearchEngine | EnginePlan = "auto") -> None:
         self.scorer = scorer
         self.matrix = matrix
+        self.engine = engine
+        self._plan: EnginePlan | None = None
 
     def _row_chunk(self, n_queries: int) -> int:
         return max(1024, CHUNK_ELEMENTS // max(1, n_queries))
+
+    def plan(self) -> EnginePlan:
+        """The engines in use (resolved, and measured if need be, on first use)."""
+        if self._plan is None or (self._plan.source == "default" and len(self.matrix) >= _calibrate_above()):
+            self._plan = resolve_plan(self.engine, self.matrix.width, len(self.matrix))
+        return self._plan
 
     def search(self, q: Queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``min(k, N)`` best rows for each query.
 
         Returns:
-            ``(logits, rows)``: float32 and int64 ``(Q, min(k, N))``, best first.
+            ``(logits, rows)``: float32 and int64 ``(Q, min(k, N))``, best first (equal
+            scores: lower row first).
         """
         stored = self.matrix.data
         n = stored.shape[0]
         k = min(k, n)
         if k == 0 or len(q) == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if self.scorer.kind == "generic":
+            return self._search_generic(q, stored, k)
+        engine = self.plan().for_queries(len(q))
+        kk = min(n, k + max(k, SEARCH_MARGIN))
+        rank, rows = chunked_topk(engine, q.mat, stored, kk, self.scorer.sign)
+        exact = self.scorer.exact_rank(q, stored, rows)
+        order = np.lexsort((rows, -exact), axis=1)
+        exact, rows = np.take_along_axis(exact, order, 1), np.take_along_axis(rows, order, 1)
+        if kk < n:
+            # a row left out ranks at most rank.min() by the engine, so at most 2 err above
+            # that by exact_rank; it could tie or beat the k-th unless floor + 2 err < k-th
+            err = self._rounding_bound(q)
+            unsure = np.nonzero(rank.min(axis=1) + 2 * err >= exact[:, k - 1])[0]
+            for i in unsure:
+                exact_i, rows_i = self._redo(engine, q.subset(slice(i, i + 1)), stored, k, float(exact[i, k - 1] - 2 * err[i]))
+                exact[i, :k], rows[i, :k] = exact_i, rows_i
+        exact, rows = exact[:, :k], rows[:, :k]
+        if self.scorer.kind != "euclidean":
+            return self.scorer.to_logits(q, exact), rows
+        # rescore the kept rows from exact differences (the product form cancels for
+        # near-identical ones) and order by those
+        logits = self.scorer.logits_at(q, stored, rows)
+        order = np.lexsort((rows, -logits), axis=1)
+        return np.take_along_axis(logits, order, 1), np.take_along_axis(rows, order, 1)
+
+    def _rounding_bound(self, q: Queries) -> np.ndarray:
+        """float64 ``(Q,)``: a bound on the float32 rounding error of one product
+        ``q.mat[i] @ row`` by any summation order: ``2 W u |q_i| max|row|``, ``u = 2^-24``."""
+        w = q.mat.shape[1]
+        qn = np.sqrt(np.einsum("qw,qw->q", q.mat, q.mat, dtype=np.float64))
+        return 2.0 * w * 2.0**-24 * qn * self.matrix.max_norm + 1e-30
+
+    def _redo(self, engine: SearchEngine, q: Queries, stored: np.ndarray, k: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
+        """One query's best ``k`` from every row the engine ranks at ``floor`` or above."""
+        step = max(1024, engine.chunk_elements)
+        found = []
+        for start in range(0, stored.shape[0], step):
+            r = engine_product(engine, q.mat, stored[start : start + step])[0]
+            if self.scorer.sign < 0:
+                r = -r
+            found.append(np.nonzero(r >= floor)[0] + start)
+        rows = np.concatenate(found)[None]
+        exact = self.scorer.exact_rank(q, stored, rows)
+        order = np.lexsort((rows, -exact), axis=1)[:, :k]
+        return np.take_along_axis(exact, order, 1)[0], np.take_along_axis(rows, order, 1)[0]
+
+    def _search_generic(self, q: Queries, stored: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Heads without a product form: the head's logits in chunks, top-k of each."""
         step = self._row_chunk(len(q))
         best_s: list[np.ndarray] = []
         best_r: list[np.ndarray] = []
-        for start in range(0, n, step):
+        for start in range(0, stored.shape[0], step):
             s, r = topk(self.scorer.rank(q, stored[start : start + step]), k)
             best_s.append(s)
             best_r.append(r + start)
         if len(best_s) == 1:
-            rank, rows = best_s[0], best_r[0]
-        else:
-            rank, pos = topk(np.concatenate(best_s, 1), k)
-            rows = np.take_along_axis(np.concatenate(best_r, 1), pos, 1)
-        if self.scorer.kind != "euclidean":
-            return self.scorer.to_logits(q, rank), rows
-        # rescore the kept rows exactly (the product form cancels for near-identical ones)
-        logits = self.scorer.logits_at(q, stored, rows)
-        order = np.argsort(-logits, axis=1, kind="stable")
-        return np.take_along_axis(logits, order, 1), np.take_along_axis(rows, order, 1)
+            return self.scorer.to_logits(q, best_s[0]), best_r[0]
+        rank, pos = topk(np.concatenate(best_s, 1), k)
+        return self.scorer.to_logits(q, rank), np.take_along_axis(np.concatenate(best_r, 1), pos, 1)
 
     def chunks(self, q: Queries) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, logits (Q, C))`` for consecutive chunks of rows (exact logits)."""
