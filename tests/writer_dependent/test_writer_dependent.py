@@ -93,3 +93,22 @@ def test_svm_bad_input() -> None:
         WriterClassifier().fit(np.zeros((2, 3)), np.ones((5, 4)))
     with pytest.raises(ConfigError, match="fit the writer classifier"):
         WriterClassifier().decision_function(np.zeros((1, 3)))
+
+
+def test_score_claims_on_real_signatures(datasets_dir: Path) -> None:
+    from twinshot.writer_dependent import score_claims
+
+    cedar = datasets_dir / "cedar"
+    if not cedar.is_dir():
+        pytest.skip("cedar not found")
+    org = cedar / "full_org"
+    refs = [org / f"original_1_{n}.png" for n in (1, 2, 3)]
+    questioned = [org / "original_1_4.png", cedar / "full_forg" / "forgeries_1_1.png"]
+    cohort = [org / f"original_{w}_1.png" for w in (2, 3, 4, 5)]
+    s = score_claims(_model(), refs, questioned, cohort, layer="hog")
+    assert s.shape == (2,) and np.isfinite(s).all()
+    assert score_claims(_model(), refs, [], cohort).shape == (0,)
+    with pytest.raises(DataError, match="at least one reference"):
+        score_claims(_model(), [], questioned, cohort)
+    with pytest.raises(DataError, match="cohort of at least two"):
+        score_claims(_model(), refs, questioned, cohort[:1])
