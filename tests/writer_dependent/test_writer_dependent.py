@@ -57,6 +57,11 @@ def test_features_per_layer_on_real_signatures(datasets_dir: Path) -> None:
     emb = model.embed_images(torch.stack([load_image(p, model.preprocessing) for p in paths]))
     np.testing.assert_allclose(image_features(model, paths, "embedding"), emb.numpy(), rtol=1e-5, atol=1e-6)
     assert model.training  # restored
+    aug = image_features(model, paths, "grid", copies=2, seed=1)
+    assert aug.shape == (6, 16) and not np.allclose(aug[:3], aug[3:])
+    np.testing.assert_allclose(image_features(model, paths, "grid", copies=2, seed=1), aug)  # seeded
+    with pytest.raises(ConfigError, match="copies must be >= 0"):
+        image_features(model, paths, "grid", copies=-1)
     with pytest.raises(ConfigError, match="unknown feature layer"):
         image_features(model, paths, "conv9")
     with pytest.raises(DataError):
@@ -80,6 +85,10 @@ def test_svm_separates_a_writer_from_the_cohort() -> None:
     assert s.shape == (40,) and s[:20].min() > s[20:].max()
     clf = WriterClassifier(SVMConfig(C=10.0, gamma=0.1), Standardiser.fit(cohort)).fit(writer[:1], cohort)
     assert clf.decision_function(writer[0]).shape == (1,)
+    with_extra = writer_scores(writer[:1], genuine, cohort, extra=writer[1:])
+    assert with_extra.shape == (20,) and with_extra.mean() > 0
+    with pytest.raises(DataError, match="extra positives"):
+        WriterClassifier().fit(writer, cohort, np.zeros((2, 3)))
 
 
 def test_svm_bad_input() -> None:
@@ -105,7 +114,8 @@ def test_score_claims_on_real_signatures(datasets_dir: Path) -> None:
     refs = [org / f"original_1_{n}.png" for n in (1, 2, 3)]
     questioned = [org / "original_1_4.png", cedar / "full_forg" / "forgeries_1_1.png"]
     cohort = [org / f"original_{w}_1.png" for w in (2, 3, 4, 5)]
-    s = score_claims(_model(), refs, questioned, cohort, layer="hog")
+    s = score_claims(_model(), refs, questioned, cohort, layer="hog", augment=0)
+    assert not np.allclose(score_claims(_model(), refs, questioned, cohort, layer="hog", augment=2), s)
     assert s.shape == (2,) and np.isfinite(s).all()
     assert score_claims(_model(), refs, [], cohort).shape == (0,)
     with pytest.raises(DataError, match="at least one reference"):

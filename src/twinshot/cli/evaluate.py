@@ -282,6 +282,7 @@ def cedar_claims(
     scoring: str = typer.Option("gallery", "--scoring", help="'gallery' (the rule on embeddings) or 'svm' (one SVM per writer)."),
     layer: str = typer.Option("grid", "--layer", help="Features of the SVMs: grid, hidden, embedding or hog."),
     cohort: Optional[str] = typer.Option(None, "--cohort", help="The SVMs' negative writers (default: every writer not in --writers)."),
+    augment: int = typer.Option(10, "--augment", help="Distorted copies of each reference added to its SVM's positives."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Writer-dependent CEDAR verification: enroll R genuine references per writer, verify
@@ -298,7 +299,7 @@ def cedar_claims(
         raise ConfigError(f"--references must be numbers separated by commas, got {references!r}") from None
     results = cedar_writer_dependent(
         load_model(model), data, writers, references=rs, rule=rule, seed=seed, progress=_show_progress(as_json),
-        scoring=scoring, layer=layer, cohort=cohort,
+        scoring=scoring, layer=layer, cohort=cohort, augment=augment,
     )
     if as_json:
         _emit_json({"model": str(model), "results": [r.to_dict() for r in results]})

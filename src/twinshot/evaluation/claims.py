@@ -18,7 +18,8 @@ lowest threshold whose FAR on that impostor kind is at most 1%).
 writer (:mod:`twinshot.writer_dependent`): an RBF SVM on the model's ``layer`` features,
 the writer's ``R`` references vs a **cohort** of genuine signatures of writers that are
 neither enrolled nor questioned (by default every other writer of the folder, e.g. the
-ones the model was trained on). The questioned signatures and thresholds are the same.
+ones the model was trained on), with ``augment`` mildly distorted copies of each reference
+as extra positives. The questioned signatures and thresholds are the same.
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ class WriterDependentResult:
     scoring: str = "gallery"
     layer: str | None = None
     cohort: list[int] = field(default_factory=list)
+    augment: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "protocol": "cedar_writer_dependent", "references": self.references, "rule": self.rule,
-            "scoring": self.scoring, "layer": self.layer, "cohort": list(self.cohort),
+            "scoring": self.scoring, "layer": self.layer, "cohort": list(self.cohort), "augment": self.augment,
             "writers": list(self.writers), **{k: v.to_dict() for k, v in self.rates.items()},
         }
 
@@ -107,6 +109,7 @@ def cedar_writer_dependent(
     layer: str = "grid",
     cohort: Iterable[int] | str | None = None,
     svm: Any = None,
+    augment: int = 10,
 ) -> list[WriterDependentResult]:
     """Claimed-identity verification rates for each number of references (see the module).
 
@@ -122,6 +125,7 @@ def cedar_writer_dependent(
         layer: the features of the SVMs (see :data:`twinshot.writer_dependent.FEATURE_LAYERS`).
         cohort: the SVMs' negative writers (default: every writer of ``root`` not in ``writers``).
         svm: a :class:`twinshot.writer_dependent.SVMConfig` (default: C 1, gamma "scale").
+        augment: distorted copies of each reference added to the SVM's positives (seeded).
 
     Returns:
         One :class:`WriterDependentResult` per ``R``, in the order given.
@@ -130,6 +134,8 @@ def cedar_writer_dependent(
     from twinshot.gallery import Gallery
     from twinshot.gallery.claims import claim_scores
 
+    if augment < 0:
+        raise ConfigError(f"augment must be >= 0, got {augment}")
     if scoring not in SCORINGS:
         raise ConfigError(f"unknown scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
     if any(r < 1 or r > pool for r in references):
@@ -152,7 +158,8 @@ def cedar_writer_dependent(
         raise DataError("writer-dependent verification needs at least two writers (random forgeries)")
     if scoring == "svm":
         return _svm_results(
-            model, root, images, by_writer, refs, questioned, references, layer, cohort, svm, fars, batch_size
+            model, root, images, by_writer, refs, questioned, references, layer, cohort, svm, fars, batch_size,
+            augment, seed,
         )
     emb = embed_sources(model, [im.path for im in images], batch_size=batch_size, progress=progress).cpu().numpy()
     results = []
@@ -185,6 +192,8 @@ def _svm_results(
     svm: Any,
     fars: Sequence[float],
     batch_size: int,
+    augment: int,
+    seed: int,
 ) -> list[WriterDependentResult]:
     """The protocol's claims scored by writer-dependent SVMs (see the module)."""
     from twinshot.data.datasets.cedar import cedar_images, parse_writers
@@ -204,12 +213,23 @@ def _svm_results(
     feats = image_features(model, [im.path for im in images] + [im.path for im in cohort_images], layer, batch_size=batch_size)
     x, neg = feats[: len(images)], feats[len(images):]
     standardiser = Standardiser.fit(neg)
+    copies: dict[int, np.ndarray] = {}  # writer -> (augment, pool, F) features of distorted references
+    if augment:
+        order = sorted(refs)
+        pool_paths = [images[i].path for w in order for i in refs[w]]
+        aug = image_features(model, pool_paths, layer, batch_size=batch_size, copies=augment, seed=seed)
+        aug = aug.reshape(augment, len(pool_paths), -1)
+        start = 0
+        for w in order:
+            copies[w] = aug[:, start : start + len(refs[w])]
+            start += len(refs[w])
     cohort_writers = sorted({im.writer for im in cohort_images})
     results = []
     for r in references:
         scores: dict[str, list[np.ndarray]] = {"genuine": [], "skilled": [], "random": []}
         for w in sorted(refs):
-            clf = WriterClassifier(svm, standardiser).fit(x[refs[w][:r]], neg)
+            extra = copies[w][:, :r].reshape(-1, x.shape[1]) if augment else None
+            clf = WriterClassifier(svm, standardiser).fit(x[refs[w][:r]], neg, extra)
             others = [i for o in sorted(refs) if o != w for i in questioned[o]]
             for kind, idx in (("genuine", questioned[w]), ("skilled", by_writer[w]["forged"]), ("random", others)):
                 if idx:
@@ -218,6 +238,6 @@ def _svm_results(
         rates = {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
         results.append(WriterDependentResult(
             references=int(r), rule="svm", writers=sorted(refs), rates=rates, scoring="svm", layer=layer,
-            cohort=cohort_writers,
+            cohort=cohort_writers, augment=int(augment),
         ))
     return results

@@ -27,12 +27,15 @@ def score_claims(
     *,
     layer: str = "grid",
     config: SVMConfig | None = None,
+    augment: int = 10,
+    seed: int = 0,
     batch_size: int = 64,
 ) -> np.ndarray:
     """SVM scores ``(Q,)`` of ``questioned`` images claiming to be the writer of
     ``references`` (``R >= 1`` images), against ``cohort`` (``C >= 2`` genuine signatures
     of other writers). Higher is more genuine; compare with a threshold calibrated on
-    writers that are not enrolled.
+    writers that are not enrolled. ``augment`` distorted copies of each reference (seeded
+    by ``seed``) are extra positives.
 
     Raises:
         DataError: on no references, a cohort of fewer than two images, or an unreadable image.
@@ -45,4 +48,5 @@ def score_claims(
     r, q = len(references), len(questioned)
     if q == 0:
         return np.zeros(0, dtype=np.float64)
-    return writer_scores(feats[:r], feats[r : r + q], feats[r + q :], config)
+    extra = image_features(model, list(references), layer, batch_size=batch_size, copies=augment, seed=seed) if augment else None
+    return writer_scores(feats[:r], feats[r : r + q], feats[r + q :], config, extra)

@@ -67,8 +67,9 @@ class WriterClassifier:
         self.standardiser = standardiser
         self._svm: Any = None
 
-    def fit(self, references: np.ndarray, cohort: np.ndarray) -> "WriterClassifier":
-        """Fit on references ``(R, F)`` (positives) and cohort ``(C, F)`` (negatives).
+    def fit(self, references: np.ndarray, cohort: np.ndarray, extra: np.ndarray | None = None) -> "WriterClassifier":
+        """Fit on references ``(R, F)`` (positives) and cohort ``(C, F)`` (negatives);
+        ``extra`` ``(A, F)``: more positives (e.g. distorted copies of the references).
 
         Raises:
             DataError: on no references, a cohort of fewer than two, or unequal widths.
@@ -83,6 +84,11 @@ class WriterClassifier:
             raise DataError("a writer-dependent classifier needs at least one reference")
         if cohort.ndim != 2 or references.shape[1] != cohort.shape[1]:
             raise DataError(f"references {references.shape} and cohort {cohort.shape} features differ in width")
+        if extra is not None and len(extra):
+            extra = np.asarray(extra, dtype=np.float64)
+            if extra.ndim != 2 or extra.shape[1] != references.shape[1]:
+                raise DataError(f"extra positives {extra.shape} and references {references.shape} differ in width")
+            references = np.concatenate([references, extra])
         if self.standardiser is None:
             self.standardiser = Standardiser.fit(cohort)
         x = self.standardiser(np.concatenate([references, cohort]))
@@ -99,8 +105,13 @@ class WriterClassifier:
 
 
 def writer_scores(
-    references: np.ndarray, questioned: np.ndarray, cohort: np.ndarray, config: SVMConfig | None = None
+    references: np.ndarray,
+    questioned: np.ndarray,
+    cohort: np.ndarray,
+    config: SVMConfig | None = None,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fit a :class:`WriterClassifier` on ``references`` ``(R, F)`` vs ``cohort`` ``(C, F)``
-    and score ``questioned`` ``(Q, F)``; returns ``(Q,)``."""
-    return WriterClassifier(config, Standardiser.fit(cohort)).fit(references, cohort).decision_function(questioned)
+    """Fit a :class:`WriterClassifier` on ``references`` ``(R, F)`` (and ``extra``
+    positives) vs ``cohort`` ``(C, F)`` and score ``questioned`` ``(Q, F)``; returns ``(Q,)``."""
+    clf = WriterClassifier(config, Standardiser.fit(cohort)).fit(references, cohort, extra)
+    return clf.decision_function(questioned)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from twinshot.data.augment import KochAffine
 from twinshot.data.images import ImageSource, load_image
 from twinshot.errors import ConfigError
 from twinshot.models.siamese import SiameseNetwork
@@ -45,11 +46,26 @@ def _hook_target(model: SiameseNetwork, layer: str) -> nn.Module:
     return relus[0]
 
 
+#: The distortion of :func:`image_features`'s ``copies``: mild, a writer's own variation.
+REFERENCE_AUGMENTATION = KochAffine(rotation=5.0, shear=0.1, scale=(0.9, 1.1), translate=4.0, p=0.8)
+
+
 @torch.no_grad()
 def image_features(
-    model: SiameseNetwork, sources: Sequence[ImageSource], layer: str = "grid", *, batch_size: int = 64
+    model: SiameseNetwork,
+    sources: Sequence[ImageSource],
+    layer: str = "grid",
+    *,
+    batch_size: int = 64,
+    copies: int = 0,
+    seed: int = 0,
 ) -> np.ndarray:
     """Features ``(N, F)`` float32 of ``N`` images (paths, bytes, arrays...) at ``layer``.
+
+    With ``copies > 0``, returns instead the features ``(N * copies, F)`` of ``copies``
+    randomly distorted versions of each image (:data:`REFERENCE_AUGMENTATION`, seeded by
+    ``seed``; copy ``k`` of every image, then copy ``k + 1``...), e.g. extra positives for
+    a writer's classifier.
 
     Raises:
         ConfigError: for an unknown layer or one the encoder lacks.
@@ -59,6 +75,8 @@ def image_features(
         raise ConfigError(f"unknown feature layer {layer!r}; valid: {', '.join(FEATURE_LAYERS)}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if copies < 0:
+        raise ConfigError(f"copies must be >= 0, got {copies}")
     from twinshot.writer_dependent.handcrafted import hog_features
 
     captured: dict[str, torch.Tensor] = {}
@@ -74,10 +92,17 @@ def image_features(
     model.eval()
     device = next(model.parameters()).device
     out: list[np.ndarray] = []
+    generator = torch.Generator().manual_seed(int(seed))
     try:
-        for i in range(0, len(sources), batch_size):
-            x = torch.stack([load_image(s, model.preprocessing) for s in sources[i : i + batch_size]])
-            xf = model.preprocessing.to_float(x.to(device))
+        batches = [
+            model.preprocessing.to_float(torch.stack([load_image(s, model.preprocessing) for s in sources[i : i + batch_size]]))
+            for i in range(0, len(sources), batch_size)
+        ]
+        if copies:
+            every = torch.cat(batches) if batches else torch.zeros(0)
+            batches = [REFERENCE_AUGMENTATION(every, generator) for _ in range(copies)] if len(every) else []
+        for xb in batches:
+            xf = xb.to(device)
             if layer == "hog":
                 out.append(hog_features(xf))
                 continue
