@@ -159,13 +159,13 @@ def test_flip_off_keeps_the_random_stream() -> None:
 
 
 def test_registry() -> None:
-    assert AUGMENTATIONS.names() == ["koch_affine", "none"]
+    assert AUGMENTATIONS.names() == ["koch_affine", "none", "signature_strokes"]
     aug = AUGMENTATIONS.build("koch_affine", rotation=5.0, p=1.0)
     assert isinstance(aug, KochAffine) and aug.rotation == 5.0
     assert isinstance(AUGMENTATIONS.build("none"), NoAugmentation)
     with pytest.raises(ConfigError, match="unknown parameter\\(s\\) angle for augmentation 'koch_affine'"):
         AUGMENTATIONS.build("koch_affine", angle=3)
-    with pytest.raises(ConfigError, match="unknown augmentation 'flip'; valid: koch_affine, none"):
+    with pytest.raises(ConfigError, match="unknown augmentation 'flip'; valid: koch_affine, none, signature_strokes"):
         AUGMENTATIONS.build("flip")
 
 
@@ -218,3 +218,27 @@ def test_rotation_angle_direction_for_koch_is_symmetric() -> None:
         torch.atan2(*KochAffine(**{**OFF, "rotation": 10.0, "p": 1.0}).matrices(2000, _gen())[0][:, [1, 0], 0].T)
     )
     assert abs(angles.mean().item()) < 0.5 and math.isclose(angles.abs().max().item(), 10.0, abs_tol=0.1)
+
+
+def test_signature_strokes_change_ink_width_only() -> None:
+    from twinshot.data.augment import SignatureStrokes
+
+    x = torch.zeros(64, 1, 20, 30)
+    x[:, :, 8:12, 5:25] = 1.0  # a 4-pixel-wide stroke
+    aug = AUGMENTATIONS.build("signature_strokes", **OFF, p=0.0, stroke=1.0, stroke_p=1.0)
+    assert isinstance(aug, SignatureStrokes)
+    out = aug(x, _gen(0))
+    ink = out.sum((1, 2, 3))
+    assert (ink > x[0].sum()).any() and (ink < x[0].sum()).any()  # some thicker, some thinner
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out[:, :, :6], torch.zeros_like(out[:, :, :6]))  # no ink far from the stroke
+    torch.testing.assert_close(aug(x, _gen(0)), out)  # seeded
+    same = AUGMENTATIONS.build("signature_strokes", **OFF, p=0.0, stroke=0.0)
+    assert torch.equal(same(x, _gen(0)), x)
+    # the affine part draws first and the same as KochAffine's
+    kw = dict(rotation=10.0, shear=0.0, scale=(1.0, 1.0), translate=0.0, p=1.0)
+    torch.testing.assert_close(AUGMENTATIONS.build("signature_strokes", **kw, stroke=0.0)(x, _gen(3)), KochAffine(**kw)(x, _gen(3)))
+    with pytest.raises(ConfigError, match="stroke must be in"):
+        SignatureStrokes(stroke=2.0)
+    with pytest.raises(ConfigError, match="stroke_p must be in"):
+        SignatureStrokes(stroke_p=-1.0)

@@ -63,3 +63,43 @@ def test_cli_json_on_real_cedar(setup: tuple[Path, Path], datasets_dir: Path, ca
     out = json.loads(capsys.readouterr().out)
     assert [r["references"] for r in out["results"]] == [1, 5]
     assert out["results"][1]["skilled"]["n_genuine"] == 24 and out["results"][1]["skilled"]["n_impostor"] == 48
+
+
+def test_svm_scoring_counts_and_cohort(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    from twinshot.errors import DataError
+    from twinshot.models import load_model
+
+    cedar, model_dir = setup
+    model = load_model(model_dir)
+    # writers 1-2 enrolled, writer 3 (not enrolled) is the default cohort
+    results = cedar_writer_dependent(model, cedar, "1-2", references=(1, 3), pool=3, scoring="svm", layer="grid")
+    for r in results:
+        assert r.scoring == "svm" and r.layer == "grid" and r.cohort == [3] and r.to_dict()["scoring"] == "svm"
+        assert r.augment == 10 and r.to_dict()["augment"] == 10
+        assert r.rates["skilled"].n_genuine == 2 * 3 and r.rates["skilled"].n_impostor == 2 * 6
+        assert r.rates["random"].n_impostor == 2 * 3
+    hog = cedar_writer_dependent(model, cedar, "1-2", references=(3,), pool=3, scoring="svm", layer="hog", cohort="3", augment=0)
+    assert hog[0].layer == "hog" and 0.0 <= hog[0].rates["random"].eer <= 1.0
+    with pytest.raises(ConfigError, match="must not be enrolled"):
+        cedar_writer_dependent(model, cedar, "1-2", references=(1,), pool=3, scoring="svm", cohort="2-3")
+    with pytest.raises(DataError, match="cohort"):
+        cedar_writer_dependent(model, cedar, "1-3", references=(1,), pool=3, scoring="svm")
+    with pytest.raises(ConfigError, match="augment must be"):
+        cedar_writer_dependent(model, cedar, "1-2", references=(1,), pool=3, scoring="svm", augment=-1)
+    with pytest.raises(ConfigError, match="unknown scoring"):
+        cedar_writer_dependent(model, cedar, "1-2", references=(1,), pool=3, scoring="knn")
+
+
+def test_cli_svm_on_real_cedar(setup: tuple[Path, Path], datasets_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from twinshot.cli.main import cli
+
+    if not (datasets_dir / "cedar").is_dir():
+        pytest.skip("cedar not found")
+    _, model_dir = setup
+    args = ["evaluate", "cedar-claims", str(model_dir), str(datasets_dir / "cedar"), "--writers", "1-2", "--references", "5"]
+    assert cli(args + ["--scoring", "svm", "--cohort", "3-4", "--augment", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["results"][0]
+    assert out["scoring"] == "svm" and out["layer"] == "grid" and out["cohort"] == [3, 4] and out["augment"] == 2
+    assert out["skilled"]["n_genuine"] == 24 and out["skilled"]["n_impostor"] == 48
+    assert cli(args + ["--scoring", "svm", "--cohort", "3", "--layer", "conv9"]) == 2
+    assert "unknown feature layer" in capsys.readouterr().err

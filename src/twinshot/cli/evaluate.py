@@ -279,11 +279,16 @@ def cedar_claims(
     references: str = typer.Option("1,5,12", "--references", help="Numbers of enrolled genuine references per writer."),
     rule: str = typer.Option("max", "--rule", help="Combine a writer's references by 'max' or 'mean'."),
     seed: int = typer.Option(0, "--seed", help="Seeds which genuine signatures are references."),
+    scoring: str = typer.Option("gallery", "--scoring", help="'gallery' (the rule on embeddings) or 'svm' (one SVM per writer)."),
+    layer: str = typer.Option("grid", "--layer", help="Features of the SVMs: grid, hidden, embedding or hog."),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="The SVMs' negative writers (default: every writer not in --writers)."),
+    augment: int = typer.Option(10, "--augment", help="Distorted copies of each reference added to its SVM's positives."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Writer-dependent CEDAR verification: enroll R genuine references per writer, verify
     questioned signatures against the claimed writer; EER and FRR at FAR 1% for skilled and
-    random forgeries, for each R."""
+    random forgeries, for each R. --scoring svm fits an SVM per writer (its references vs
+    the cohort's genuine signatures) on the model's --layer features."""
     from twinshot.errors import ConfigError
     from twinshot.evaluation.claims import cedar_writer_dependent
     from twinshot.models import load_model
@@ -293,7 +298,8 @@ def cedar_claims(
     except ValueError:
         raise ConfigError(f"--references must be numbers separated by commas, got {references!r}") from None
     results = cedar_writer_dependent(
-        load_model(model), data, writers, references=rs, rule=rule, seed=seed, progress=_show_progress(as_json)
+        load_model(model), data, writers, references=rs, rule=rule, seed=seed, progress=_show_progress(as_json),
+        scoring=scoring, layer=layer, cohort=cohort, augment=augment,
     )
     if as_json:
         _emit_json({"model": str(model), "results": [r.to_dict() for r in results]})
@@ -305,4 +311,5 @@ def cedar_claims(
             f"({c.n_genuine} genuine, {c.n_impostor} {kind} claims)"
             for kind, c in r.rates.items()
         ]
-        console.print(f"[bold]R = {r.references:2d}[/bold] ({r.rule})  " + "   ".join(parts))
+        how = r.rule if r.scoring == "gallery" else f"svm on {r.layer}"
+        console.print(f"[bold]R = {r.references:2d}[/bold] ({how})  " + "   ".join(parts))

@@ -33,7 +33,7 @@ def train(
     encoder: Optional[str] = typer.Option(None, "--encoder", help="model.encoder: compact, koch"),
     head: Optional[str] = typer.Option(None, "--head", help="model.head: euclidean, cosine, weighted_l1"),
     size: Optional[int] = typer.Option(None, "--size", help="model.preprocessing.size (square side in pixels)"),
-    augmentation: Optional[str] = typer.Option(None, "--augmentation", help="augmentation.name: koch_affine, none"),
+    augmentation: Optional[str] = typer.Option(None, "--augmentation", help="augmentation.name: koch_affine, signature_strokes, none"),
     patience: Optional[int] = typer.Option(None, "--patience", help="early_stopping.patience (epochs; 0: off)"),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with the outcome."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

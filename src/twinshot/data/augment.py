@@ -2,7 +2,7 @@
 
 An augmentation is a callable ``(images (B, C, H, W) float, generator) -> (B, C, H, W)``;
 all its randomness comes from the ``torch.Generator`` it is given. The trainer names one
-through :data:`AUGMENTATIONS` (``"koch_affine"``, ``"none"``).
+through :data:`AUGMENTATIONS` (``"koch_affine"``, ``"signature_strokes"``, ``"none"``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from twinshot.data.dataset import LabelledImages
 from twinshot.errors import ConfigError, DataError
 from twinshot.registry import Registry
 
-__all__ = ["AUGMENTATIONS", "Augmentation", "KochAffine", "NoAugmentation", "add_rotated_classes"]
+__all__ = ["AUGMENTATIONS", "Augmentation", "KochAffine", "NoAugmentation", "SignatureStrokes", "add_rotated_classes"]
 
 
 class Augmentation(Protocol):
@@ -221,3 +221,49 @@ def add_rotated_classes(
         paths=paths,
         preprocessing=dataset.preprocessing,
     )
+
+
+def _dilate(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 3, stride=1, padding=1)
+
+
+def _erode(x: torch.Tensor) -> torch.Tensor:
+    return -F.max_pool2d(-x, 3, stride=1, padding=1)
+
+
+@AUGMENTATIONS.register("signature_strokes")
+@dataclass(frozen=True)
+class SignatureStrokes(KochAffine):
+    """:class:`KochAffine`, then a random **stroke width** change per image, for ink
+    signatures (ink as foreground, background 0): pens differ, and a forger's line is
+    often heavier or lighter than the writer's.
+
+    With probability ``stroke_p`` an image draws ``t ~ U(-stroke, stroke)``; ``t > 0``
+    blends it with its 3x3 grey dilation (``(1 - t) x + t dilate(x)``, thicker strokes),
+    ``t < 0`` with its 3x3 erosion (thinner). ``stroke`` is in ``[0, 1]``; 0 turns it off.
+    The affine components draw from the generator first, so the stroke change only adds
+    draws after them.
+    """
+
+    stroke: float = 0.5
+    stroke_p: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.stroke <= 1.0:
+            raise ConfigError(f"signature_strokes stroke must be in [0, 1], got {self.stroke}")
+        if not 0.0 <= self.stroke_p <= 1.0:
+            raise ConfigError(f"signature_strokes stroke_p must be in [0, 1], got {self.stroke_p}")
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Distort then change stroke widths of ``images`` ``(B, C, H, W)``."""
+        out = super().__call__(images, generator)
+        if self.stroke == 0 or self.stroke_p == 0 or out.shape[0] == 0:
+            return out
+        dev = generator.device
+        b = out.shape[0]
+        on = torch.rand(b, generator=generator, device=dev) < self.stroke_p
+        t = (torch.rand(b, generator=generator, device=dev) * 2 - 1) * self.stroke
+        t = torch.where(on, t, torch.zeros_like(t)).to(out.device, out.dtype).view(-1, 1, 1, 1)
+        thick = out + t.clamp(min=0) * (_dilate(out) - out)
+        return thick + (-t).clamp(min=0) * (_erode(out) - out)

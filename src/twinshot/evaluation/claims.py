@@ -13,6 +13,13 @@ same for every ``R``). Impostor claims, reported separately:
 
 One global threshold over all writers (a gallery has one): EER, and FRR at FAR 1% (the
 lowest threshold whose FAR on that impostor kind is at most 1%).
+
+``scoring="svm"`` replaces the gallery's distance rule by a writer-dependent classifier per
+writer (:mod:`twinshot.writer_dependent`): an RBF SVM on the model's ``layer`` features,
+the writer's ``R`` references vs a **cohort** of genuine signatures of writers that are
+neither enrolled nor questioned (by default every other writer of the folder, e.g. the
+ones the model was trained on), with ``augment`` mildly distorted copies of each reference
+as extra positives. The questioned signatures and thresholds are the same.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from twinshot.evaluation.verification import embed_sources, far_key
 
 #: Impostor kinds of the protocol.
 KINDS: tuple[str, ...] = ("skilled", "random")
+#: How a claim is scored: the gallery's rule on embeddings, or a writer-dependent SVM.
+SCORINGS: tuple[str, ...] = ("gallery", "svm")
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,15 @@ class WriterDependentResult:
     rule: str
     writers: list[int]
     rates: dict[str, ClaimRates] = field(default_factory=dict)
+    scoring: str = "gallery"
+    layer: str | None = None
+    cohort: list[int] = field(default_factory=list)
+    augment: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "protocol": "cedar_writer_dependent", "references": self.references, "rule": self.rule,
+            "scoring": self.scoring, "layer": self.layer, "cohort": list(self.cohort), "augment": self.augment,
             "writers": list(self.writers), **{k: v.to_dict() for k, v in self.rates.items()},
         }
 
@@ -91,6 +105,11 @@ def cedar_writer_dependent(
     fars: Sequence[float] = (1e-2,),
     batch_size: int = 64,
     progress: bool = False,
+    scoring: str = "gallery",
+    layer: str = "grid",
+    cohort: Iterable[int] | str | None = None,
+    svm: Any = None,
+    augment: int = 10,
 ) -> list[WriterDependentResult]:
     """Claimed-identity verification rates for each number of references (see the module).
 
@@ -102,6 +121,11 @@ def cedar_writer_dependent(
         pool: genuine signatures per writer set aside as possible references.
         rule: how a writer's references combine (``"max"`` or ``"mean"``).
         seed: seeds the shuffle of each writer's genuine signatures.
+        scoring: ``"gallery"`` (the gallery's ``rule``) or ``"svm"`` (writer-dependent SVMs).
+        layer: the features of the SVMs (see :data:`twinshot.writer_dependent.FEATURE_LAYERS`).
+        cohort: the SVMs' negative writers (default: every writer of ``root`` not in ``writers``).
+        svm: a :class:`twinshot.writer_dependent.SVMConfig` (default: C 1, gamma "scale").
+        augment: distorted copies of each reference added to the SVM's positives (seeded).
 
     Returns:
         One :class:`WriterDependentResult` per ``R``, in the order given.
@@ -110,6 +134,10 @@ def cedar_writer_dependent(
     from twinshot.gallery import Gallery
     from twinshot.gallery.claims import claim_scores
 
+    if augment < 0:
+        raise ConfigError(f"augment must be >= 0, got {augment}")
+    if scoring not in SCORINGS:
+        raise ConfigError(f"unknown scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
     if any(r < 1 or r > pool for r in references):
         raise ConfigError(f"references must be in 1..{pool} (the reference pool), got {list(references)}")
     images = cedar_images(root, writers)
@@ -128,6 +156,11 @@ def cedar_writer_dependent(
         questioned[w] = [gen[k] for k in order[pool:]]
     if len(by_writer) < 2:
         raise DataError("writer-dependent verification needs at least two writers (random forgeries)")
+    if scoring == "svm":
+        return _svm_results(
+            model, root, images, by_writer, refs, questioned, references, layer, cohort, svm, fars, batch_size,
+            augment, seed,
+        )
     emb = embed_sources(model, [im.path for im in images], batch_size=batch_size, progress=progress).cpu().numpy()
     results = []
     with tempfile.TemporaryDirectory(prefix="twinshot-claims-") as tmp:
@@ -143,4 +176,68 @@ def cedar_writer_dependent(
             genuine = np.concatenate(scores["genuine"])
             rates = {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
             results.append(WriterDependentResult(references=int(r), rule=rule, writers=sorted(refs), rates=rates))
+    return results
+
+
+def _svm_results(
+    model: Any,
+    root: str | os.PathLike,
+    images: list[Any],
+    by_writer: dict[int, dict[str, list[int]]],
+    refs: dict[int, list[int]],
+    questioned: dict[int, list[int]],
+    references: Sequence[int],
+    layer: str,
+    cohort: Iterable[int] | str | None,
+    svm: Any,
+    fars: Sequence[float],
+    batch_size: int,
+    augment: int,
+    seed: int,
+) -> list[WriterDependentResult]:
+    """The protocol's claims scored by writer-dependent SVMs (see the module)."""
+    from twinshot.data.datasets.cedar import cedar_images, parse_writers
+    from twinshot.writer_dependent import Standardiser, WriterClassifier, image_features
+
+    enrolled = set(refs)
+    if cohort is None:
+        cohort_images = [im for im in cedar_images(root) if im.genuine and im.writer not in enrolled]
+    else:
+        wanted = parse_writers(cohort) or []
+        clash = sorted(enrolled & set(wanted))
+        if clash:
+            raise ConfigError(f"cohort writers must not be enrolled: {', '.join(map(str, clash))}")
+        cohort_images = [im for im in cedar_images(root, wanted) if im.genuine]
+    if len(cohort_images) < 2:
+        raise DataError(f"{root}: the SVM cohort needs genuine signatures of writers that are not enrolled; found none")
+    feats = image_features(model, [im.path for im in images] + [im.path for im in cohort_images], layer, batch_size=batch_size)
+    x, neg = feats[: len(images)], feats[len(images):]
+    standardiser = Standardiser.fit(neg)
+    copies: dict[int, np.ndarray] = {}  # writer -> (augment, pool, F) features of distorted references
+    if augment:
+        order = sorted(refs)
+        pool_paths = [images[i].path for w in order for i in refs[w]]
+        aug = image_features(model, pool_paths, layer, batch_size=batch_size, copies=augment, seed=seed)
+        aug = aug.reshape(augment, len(pool_paths), -1)
+        start = 0
+        for w in order:
+            copies[w] = aug[:, start : start + len(refs[w])]
+            start += len(refs[w])
+    cohort_writers = sorted({im.writer for im in cohort_images})
+    results = []
+    for r in references:
+        scores: dict[str, list[np.ndarray]] = {"genuine": [], "skilled": [], "random": []}
+        for w in sorted(refs):
+            extra = copies[w][:, :r].reshape(-1, x.shape[1]) if augment else None
+            clf = WriterClassifier(svm, standardiser).fit(x[refs[w][:r]], neg, extra)
+            others = [i for o in sorted(refs) if o != w for i in questioned[o]]
+            for kind, idx in (("genuine", questioned[w]), ("skilled", by_writer[w]["forged"]), ("random", others)):
+                if idx:
+                    scores[kind].append(clf.decision_function(x[idx]))
+        genuine = np.concatenate(scores["genuine"])
+        rates = {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
+        results.append(WriterDependentResult(
+            references=int(r), rule="svm", writers=sorted(refs), rates=rates, scoring="svm", layer=layer,
+            cohort=cohort_writers, augment=int(augment),
+        ))
     return results
