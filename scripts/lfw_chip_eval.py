@@ -65,8 +65,17 @@ def jitter(x: torch.Tensor, dx: float, dy: float, scale: float, deg: float) -> t
 
 
 @torch.no_grad()
-def embed(enc, chips: np.ndarray, k: int) -> np.ndarray:
-    """``(N, 2 + 2k, 128)``: plain, mirror, then each jitter and its mirror."""
+def trunk(enc, x: torch.Tensor) -> torch.Tensor:
+    """The encoder up to ``conv256_2`` (its last block and ``fc`` left out)."""
+    h = F.max_pool2d(F.relu(enc.stem(x - enc.mean)), 3, 2)
+    for block in enc.blocks[:-1]:
+        h = block(h)
+    return h
+
+
+def embed(enc, chips: np.ndarray, k: int, trunks: list | None = None) -> np.ndarray:
+    """``(N, 2 + 2k, 128)``: plain, mirror, then each jitter and its mirror. ``trunks``
+    collects the trunk outputs (up to ``conv256_2``) of the plain and mirror views."""
     outs = []
     for i in range(0, len(chips), 64):
         x = torch.from_numpy(chips[i : i + 64]).float().div(255.0)[:, None].expand(-1, 3, -1, -1).contiguous()
@@ -75,7 +84,10 @@ def embed(enc, chips: np.ndarray, k: int) -> np.ndarray:
             xj = jitter(x, *j)
             views += [xj, xj.flip(3)]
         b = x.shape[0]
-        d = enc.descriptor(torch.cat(views, 0))
+        t = trunk(enc, torch.cat(views, 0))
+        if trunks is not None:
+            trunks.append(torch.stack([t[:b], t[b : 2 * b]], 1).clone())
+        d = enc.blocks[-1](t).mean(dim=(2, 3)) @ enc.fc
         outs.append(d.view(len(views), b, -1).permute(1, 0, 2).numpy())
     return np.concatenate(outs, 0)
 
@@ -112,8 +124,12 @@ def main() -> None:
     if emb_file.is_file():
         views = np.load(emb_file)
     else:
-        views = embed(model.encoder, chips, args.jitter)
+        trunks: list = []
+        views = embed(model.encoder, chips, args.jitter, trunks)
         np.save(emb_file, views)
+        trunk_file = args.landmarks.parent / f"lfw_trunk_{VARIANTS[args.variant]}.pt"
+        if not trunk_file.is_file():
+            torch.save(torch.cat(trunks), trunk_file)
     index = {p: i for i, p in enumerate(data["paths"].tolist())}
     folds = read_lfw_pairs(args.pairs)
     pairs = [p for f in folds for p in f]

@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--eval-folds", default="5-8")
     ap.add_argument("--max-per-person", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("runs/lfw-chips"))
-    ap.add_argument("--chips", type=Path, default=Path("runs/lfw_chips_base.npy"), help="chips cache of lfw_chip_eval.py")
+    ap.add_argument("--chips", type=Path, default=Path("runs/lfw_chips_mirror.npy"), help="chips cache of lfw_chip_eval.py (the shipped alignment)")
     ap.add_argument("--landmarks", type=Path, default=Path("runs/lfw_landmarks.npz"))
     args = ap.parse_args()
     import torch

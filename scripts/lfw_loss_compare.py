@@ -2,8 +2,8 @@
 encoder on LFW people, cross-validated over people: train on the people of folds 1-4, score
 folds 5-8 (LFW protocol, threshold from the other 3 scored folds), then the other way round.
 
-Input: the grey 150x150 chips of ``scripts/lfw_chip_eval.py`` (``runs/lfw_chips_<v>.npy``, the
-shipped alignment for ``base``). The trunk up to ``conv256_2`` is frozen and its outputs for
+Input: the grey 150x150 chips of ``scripts/lfw_chip_eval.py`` (``runs/lfw_chips_<v>.npy``; the
+shipped alignment is ``mirror``). Pairs are scored by ``--metric`` (cosine, as shipped). The trunk up to ``conv256_2`` is frozen and its outputs for
 every chip and its mirror are cached once (``--trunk``); what trains is ``fc`` only
 (``--train fc``) or the last residual block + ``fc`` (``--train top``, 1.2 M parameters), with
 
@@ -47,12 +47,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", default="../shared/datasets/lfw/pairs_dev.txt")
     ap.add_argument("--landmarks", type=Path, default=Path("runs/lfw_landmarks.npz"))
-    ap.add_argument("--chips", type=Path, default=Path("runs/lfw_chips_base.npy"))
-    ap.add_argument("--trunk", type=Path, default=Path("runs/lfw_trunk_base.pt"))
+    ap.add_argument("--chips", type=Path, default=Path("runs/lfw_chips_mirror.npy"))
+    ap.add_argument("--trunk", type=Path, default=Path("runs/lfw_trunk_mirror.pt"))
     ap.add_argument("--losses", nargs="+", default=["contrastive", "triplet", "arcface"])
     ap.add_argument("--train", nargs="+", default=["top", "fc"])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine", help="the score of a pair (the shipped head: cosine)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     enc = load_model("faces").encoder
@@ -91,7 +92,10 @@ def main() -> None:
             for k in range(0, len(need), 256):
                 j = need[k : k + 256]
                 e[j] = (head(block, fc, feats[j, 0]) + head(block, fc, feats[j, 1])) / 2
-        s = (-(e[i1] - e[i2]).norm(dim=1)).double().numpy()
+        if args.metric == "cosine":
+            s = F.cosine_similarity(e[i1], e[i2], dim=1).double().numpy()
+        else:
+            s = (-(e[i1] - e[i2]).norm(dim=1)).double().numpy()
         r = lfw_protocol(s, same, fold_of)
         return np.array([f.accuracy for f in r.folds]), r.pooled.eer, r.pooled.tar_at_far["1e-3"]
 
@@ -150,7 +154,7 @@ def main() -> None:
             eers.append(eer)
             tars.append(tar)
         a = np.concatenate(accs)
-        res = {"loss": loss_name, "train": tr, "steps": args.steps if loss_name != "frozen" else 0, "lr": args.lr,
+        res = {"metric": args.metric, "loss": loss_name, "train": tr, "steps": args.steps if loss_name != "frozen" else 0, "lr": args.lr,
                "accuracy": round(float(a.mean()) * 100, 2), "se": round(float(a.std(ddof=1) / np.sqrt(len(a))) * 100, 2),
                "half_accuracies": [round(float(x.mean()) * 100, 2) for x in accs],
                "eer": [round(e * 100, 2) for e in eers], "tar_1e-3": [round(t * 100, 1) for t in tars]}
