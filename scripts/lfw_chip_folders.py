@@ -4,8 +4,9 @@
 Writes, under ``--out`` (default ``runs/lfw-chips``):
 
 * ``train/<person>/<photo>.png``: the 150x150 chips of every person of the training folds
-  (``--train-folds``, default 1-4 of ``pairs_dev.txt``), at most ``--max-per-person`` photos
-  each, all of the person's photos in the LFW folder (not only those in pairs);
+  (``--train-folds``, default 1-4 of ``pairs_dev.txt``) with at least ``--min-per-person``
+  photos (2: a pair or a validation episode needs two), at most ``--max-per-person`` each,
+  from all of the person's photos in the LFW folder (not only those in pairs);
 * ``eval/<person>/<photo>.png`` and ``eval_pairs.csv`` (``path1,path2,same,fold``): the photos
   and pairs of the other folds (default 5-8), whose people are disjoint from ``train/``;
   score a trained model on them with ``scripts/lfw_eval_chips.py MODEL runs/lfw-chips/eval_pairs.csv``.
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--pairs", default="../shared/datasets/lfw/pairs_dev.txt")
     ap.add_argument("--train-folds", default="1-4")
     ap.add_argument("--eval-folds", default="5-8")
+    ap.add_argument("--min-per-person", type=int, default=2)
     ap.add_argument("--max-per-person", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("runs/lfw-chips"))
     ap.add_argument("--chips", type=Path, default=Path("runs/lfw_chips_mirror.npy"), help="chips cache of lfw_chip_eval.py (the shipped alignment)")
@@ -69,7 +71,10 @@ def main() -> None:
         raise SystemExit("error: the train and eval folds share people")
     todo: list[tuple[str, Path]] = []
     for name in train_people:
-        for f in sorted((images / name).glob("*.jpg"))[: args.max_per_person]:
+        photos = sorted((images / name).glob("*.jpg"))
+        if len(photos) < args.min_per_person:
+            continue
+        for f in photos[: args.max_per_person]:
             todo.append((os.fspath(f), args.out / "train" / name / (f.stem + ".png")))
     eval_rows = []
     for k, i in enumerate(eval_f):
@@ -101,7 +106,8 @@ def main() -> None:
         w = csv.writer(fh)
         w.writerow(["path1", "path2", "same", "fold"])
         w.writerows(eval_rows)
-    print(f"train: {len(train_people)} people; eval: {len(eval_people)} people, {len(eval_rows)} pairs; {done} chips written")
+    n_train = sum(1 for d in (args.out / "train").iterdir() if d.is_dir())
+    print(f"train: {n_train} people; eval: {len(eval_people)} people, {len(eval_rows)} pairs; {done} chips written")
 
 
 if __name__ == "__main__":
