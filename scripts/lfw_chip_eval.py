@@ -10,7 +10,7 @@ with ``--jitter K``, the mean over the mirror pair plus K deterministic dlib-sty
 (shift 2%, scale 0.95/1.05, rotation 3 degrees) each with its mirror. Euclidean distance and
 cosine scores are both reported.
 
-    python scripts/lfw_chip_eval.py --variant 0 --jitter 4
+    PYTHONPATH=src python scripts/lfw_chip_eval.py --variant 1 --json-out runs/faces_lfw.json
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--pairs", default="../shared/datasets/lfw/pairs_dev.txt")
     ap.add_argument("--variant", type=int, default=0)
     ap.add_argument("--jitter", type=int, default=0)
+    ap.add_argument("--json-out", type=Path, help="write the mirror-averaged cosine result (the shipped descriptor and "
+                    "head) as `twinshot evaluate lfw --json` does, for make_faces_model.py --lfw")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = dict(np.load(args.landmarks))
@@ -146,6 +148,15 @@ def main() -> None:
             out[f"{VARIANTS[args.variant]} {name} {metric}"] = score(v.mean(1), i1, i2, same, fold_of, metric)
     for k, v in out.items():
         print(k, json.dumps(v), flush=True)
+    if args.json_out:
+        e = views[:, :2].mean(1)
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        r = lfw_protocol((e[i1] * e[i2]).sum(1), same, fold_of)
+        res = {"accuracy": r.accuracy, "standard_error": r.standard_error, "auc": r.pooled.auc, "eer": r.pooled.eer,
+               "tar_at_far": r.pooled.tar_at_far, "n_pairs": len(pairs), "n_folds": len(folds),
+               "n_no_face": int(np.isnan(data["landmarks"][:, args.variant, 0, 0]).sum()),
+               "folds": [{"fold": f.fold, "threshold": f.threshold, "accuracy": f.accuracy} for f in r.folds]}
+        args.json_out.write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":
