@@ -359,7 +359,7 @@ def decode_image_array(
         if preprocessing.align:
             from twinshot.faces.align import align_face  # torch; only for face models
 
-            img = align_face(img, preprocessing.align, (h, w), name=name)
+            img = align_face(img, preprocessing.align, (h, w), name=name).convert(mode)
         elif preprocessing.crop < 1.0:
             cw, ch = (max(1, round(v * preprocessing.crop)) for v in img.size)
             left, top = (img.size[0] - cw) // 2, (img.size[1] - ch) // 2

@@ -18,7 +18,7 @@ def _fmt_pct(x: Optional[float]) -> str:
 def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="New run directory (checkpoints, metrics, plot)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config file (overrides the preset)."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Start from a shipped preset: omniglot, omniglot-minimal, faces-orl, signatures, signatures-cedar."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Start from a shipped preset: omniglot, omniglot-minimal, faces-orl, faces-lfw, faces-lfw-scratch, signatures, signatures-cedar."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run exactly where it stopped."),
     data: Optional[List[str]] = typer.Option(None, "--data", help="Dataset folder or zip (repeat to merge several); sets data.sources."),
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override any config key: --set section.key=value (TOML value)."),

@@ -20,6 +20,12 @@ from twinshot.faces.weights import depthwise_to_torch, hwio_to_oihw, load_packag
 
 MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SIZE = 112
+#: iBUG 68-point index of each point's mirror image (jaw, brows, nose, eyes, mouth reversed).
+FLIP68 = (
+    tuple(range(16, -1, -1)) + tuple(range(26, 16, -1)) + (27, 28, 29, 30) + (35, 34, 33, 32, 31)
+    + (45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40)
+    + (54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55) + (64, 63, 62, 61, 60, 67, 66, 65)
+)
 
 
 class FaceLandmarkNet(nn.Module):
@@ -71,16 +77,27 @@ class FaceLandmarkNet(nn.Module):
         return h @ self._p("fc/weights") + self._p("fc/bias")
 
     @torch.no_grad()
-    def landmarks(self, crop: np.ndarray) -> np.ndarray:
-        """68 ``(x, y)`` points (float64, pixels of the crop) of the face in an ``(H, W, 3)`` crop."""
+    def landmarks(self, crop: np.ndarray, mirror: bool = False) -> np.ndarray:
+        """68 ``(x, y)`` points (float64, pixels of the crop) of the face in an ``(H, W, 3)`` crop.
+
+        ``mirror``: the mean of the points found in the crop and, mapped back, in its mirror
+        image (one batch of two; the points move by about 1% of the face's width, and LFW
+        verification gains 0.1-0.25 points, see docs/applications.md)."""
         height, width = crop.shape[:2]
         x = torch.from_numpy(np.array(crop, dtype=np.uint8)).permute(2, 0, 1)[None].float()
+        if mirror:
+            x = torch.cat([x, x.flip(3)])
         x = resize_bilinear(pad_to_square(x, centre=True), (INPUT_SIZE, INPUT_SIZE))
-        out = self.forward(x)[0].double().view(68, 2)
+        out = self.forward(x).double().view(-1, 68, 2)
         scale = INPUT_SIZE / max(height, width)
         w, h = width * scale, height * scale
         pad_x = abs(w - h) / 2 if w < h else 0.0
         pad_y = abs(w - h) / 2 if h < w else 0.0
-        rel_x = (out[:, 0] * INPUT_SIZE - pad_x) / w
-        rel_y = (out[:, 1] * INPUT_SIZE - pad_y) / h
-        return torch.stack([rel_x * width, rel_y * height], 1).numpy()
+        rel_x = (out[..., 0] * INPUT_SIZE - pad_x) / w
+        rel_y = (out[..., 1] * INPUT_SIZE - pad_y) / h
+        points = torch.stack([rel_x * width, rel_y * height], -1).numpy()
+        if not mirror:
+            return points[0]
+        flipped = points[1][list(FLIP68)]
+        flipped[:, 0] = width - flipped[:, 0]  # pixel edges: x -> width - x
+        return (points[0] + flipped) / 2

@@ -8,31 +8,35 @@ with zeros before resizing.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
 
-def _interpolation_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """``(n_out, n_in)`` weights of tfjs's legacy bilinear sampling along one axis."""
+@functools.lru_cache(maxsize=64)
+def _taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """tfjs's legacy bilinear sampling along one axis: for each output index, the two source
+    indices ``i0, i1`` and their weights ``(1 - frac, frac)`` (float32, computed in float64)."""
     src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
     i0 = src.floor().long().clamp(max=n_in - 1)
     i1 = (i0 + 1).clamp(max=n_in - 1)
     frac = (src - i0.double()).clamp(0, 1)
-    m = torch.zeros(n_out, n_in, dtype=torch.float64)
-    m[torch.arange(n_out), i0] += 1 - frac
-    m[torch.arange(n_out), i1] += frac
-    return m.float()
+    return i0, i1, (1 - frac).float(), frac.float()
 
 
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """tfjs ``resizeBilinear(x, size, false, false)``: ``(B, C, H, W)`` -> ``(B, C, *size)``,
-    as two small matrix products (rows, then columns)."""
+    rows then columns, each output a weighted sum of its two source pixels (gathered: a
+    dense interpolation matrix would cost ``H x size`` multiply-adds per column)."""
     h, w = x.shape[-2:]
     if (h, w) == tuple(size):
         return x
-    return _interpolation_matrix(h, size[0]) @ x @ _interpolation_matrix(w, size[1]).T
+    r0, r1, a, b = _taps(h, size[0])
+    x = x.index_select(-2, r0) * a[:, None] + x.index_select(-2, r1) * b[:, None]
+    c0, c1, a, b = _taps(w, size[1])
+    return x.index_select(-1, c0) * a + x.index_select(-1, c1) * b
 
 
 def pad_same(x: torch.Tensor, k: int, stride: int, value: float = 0.0) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twinshot.errors import ConfigError
 from twinshot.faces.weights import hwio_to_oihw, load_packaged
 from twinshot.models.encoders import Encoder
 
@@ -87,15 +88,23 @@ class FaceResNet(Encoder):
             3 million faces of 7,485 people); ``False`` leaves a random initialisation.
         mirror: return the mean of the descriptors of the image and of its left-right
             mirror image (twice the compute; usually a little more accurate).
+        train_from: fine-tune only from this layer on (a block name of :data:`BLOCKS`, or
+            ``"fc"``): everything before it is frozen (``requires_grad`` off) and run without
+            autograd, which saves its backward pass. ``""``: the whole net trains.
     """
 
     embedding_dim = 128
     input_shape = (3, 150, 150)
     normalized = False
 
-    def __init__(self, pretrained: bool = True, mirror: bool = False) -> None:
+    def __init__(self, pretrained: bool = True, mirror: bool = False, train_from: str = "") -> None:
         super().__init__()
+        names = [name for name, *_ in BLOCKS]
+        if train_from not in ("", *names, "fc"):
+            raise ConfigError(f"face-resnet train_from must be '', 'fc' or a block name ({', '.join(names)}), got {train_from!r}")
         self.mirror = mirror
+        #: blocks run without autograd (-1: none, the stem trains too)
+        self.n_frozen = -1 if not train_from else (len(BLOCKS) if train_from == "fc" else names.index(train_from))
         self.register_buffer("mean", torch.tensor(MEAN_RGB).div(255.0).view(1, 3, 1, 1), persistent=False)
         self.stem = ConvScale(3, 32, 7, 2)
         self.blocks = nn.ModuleList(Residual(cin, cout, down) for _, cin, cout, down in BLOCKS)
@@ -105,6 +114,9 @@ class FaceResNet(Encoder):
         self.packaged_weights = pretrained
         if pretrained:
             self.load_face_api()
+        if self.n_frozen >= 0:
+            for module in (self.stem, *self.blocks[: self.n_frozen]):
+                module.requires_grad_(False)
 
     def load_face_api(self) -> None:
         """Copy the packaged face-api weights in (TensorFlow layout converted)."""
@@ -126,8 +138,12 @@ class FaceResNet(Encoder):
 
     def descriptor(self, x: torch.Tensor) -> torch.Tensor:
         """face-api's descriptor of ``(B, 3, 150, 150)`` -> ``(B, 128)``."""
-        h = F.relu(self.stem(x - self.mean))
-        h = F.max_pool2d(h, 3, 2)
-        for block in self.blocks:
+        frozen = self.n_frozen
+        with torch.set_grad_enabled(torch.is_grad_enabled() and frozen < 0):
+            h = F.relu(self.stem(x - self.mean))
+            h = F.max_pool2d(h, 3, 2)
+            for block in self.blocks[: max(frozen, 0)]:
+                h = block(h)
+        for block in self.blocks[max(frozen, 0) :]:
             h = block(h)
         return h.mean(dim=(2, 3)) @ self.fc

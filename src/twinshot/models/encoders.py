@@ -134,11 +134,13 @@ class CompactEncoder(Encoder):
 
 
 @ENCODERS.register("face-resnet")
-def face_resnet(in_channels: int = 3, input_size: int = 150, pretrained: bool = True, mirror: bool = False) -> Encoder:
+def face_resnet(
+    in_channels: int = 3, input_size: int = 150, pretrained: bool = True, mirror: bool = False, train_from: str = ""
+) -> Encoder:
     """dlib's ResNet face descriptor from face-api (``(B, 3, 150, 150)`` in [0, 1] -> ``(B, 128)``),
     with its packaged pretrained weights; see :mod:`twinshot.faces.resnet`."""
     if in_channels != 3 or input_size != 150:
         raise ConfigError("the face-resnet encoder takes 3x150x150 RGB inputs (channels=3, size 150x150)")
     from twinshot.faces.resnet import FaceResNet  # the packaged weights load only when asked for
 
-    return FaceResNet(pretrained=pretrained, mirror=mirror)
+    return FaceResNet(pretrained=pretrained, mirror=mirror, train_from=train_from)

@@ -65,6 +65,9 @@ class DataConfig:
         extra_train_sources: more folders or zips added to the **training** part only
             (never split, never validated on), e.g. other writers as extra identities.
         extra_train_relabel: a relabelling of :data:`RELABELS` applied to them ("" = none).
+        aligned: the sources already hold the face chips the model's aligner makes
+            (``scripts/lfw_chip_folders.py``): they are loaded without detection or
+            alignment, while the trained model still aligns the photos it is given.
     """
 
     sources: tuple[str, ...] = (DEFAULT_OMNIGLOT,)
@@ -76,11 +79,13 @@ class DataConfig:
     relabel: str = ""
     extra_train_sources: tuple[str, ...] = ()
     extra_train_relabel: str = ""
+    aligned: bool = False
 
 
 @dataclass(frozen=True)
 class PreprocessingConfig:
-    """How raw images become model input (see :class:`twinshot.data.Preprocessing`)."""
+    """How raw images become model input (see :class:`twinshot.data.Preprocessing`;
+    ``align``: a face aligner, e.g. ``"face-api"``, ``""``: none)."""
 
     size: tuple[int, int] = (28, 28)
     channels: int = 1
@@ -88,6 +93,7 @@ class PreprocessingConfig:
     mean: float = 0.0
     std: float = 1.0
     keep_aspect: bool = False
+    align: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ split off the validation classes, and add rotated copies as new training classes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -116,8 +116,12 @@ class RunData:
 
 def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: bool = False) -> RunData:
     """Load, split by class or group (seeded), relabel both parts if configured, and add
-    rotations to the training part."""
+    rotations to the training part. With ``config.aligned`` the sources are face chips
+    already: they are loaded without the preprocessing's aligner."""
     from twinshot.data import class_split
+
+    if config.aligned and preprocessing.align:
+        preprocessing = replace(preprocessing, align="")
     from twinshot.data.relabel import RELABELS
 
     relabel = RELABELS.get(config.relabel) if config.relabel else None  # fails before loading

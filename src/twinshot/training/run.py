@@ -144,7 +144,7 @@ def model_spec(config: TrainConfig) -> Any:
 
     m = config.model
     p = m.preprocessing
-    preprocessing = Preprocessing(size=p.size, channels=p.channels, invert=p.invert, mean=p.mean, std=p.std, keep_aspect=p.keep_aspect)
+    preprocessing = Preprocessing(size=p.size, channels=p.channels, invert=p.invert, mean=p.mean, std=p.std, keep_aspect=p.keep_aspect, align=p.align)
     return ModelSpec(m.encoder, dict(m.encoder_params), m.head, dict(m.head_params), preprocessing)
 
 
