@@ -120,3 +120,18 @@ def test_compact_test_shifts_average_the_five_shifted_views_in_eval_mode_only() 
     plain.train()
     shifted.train()
     torch.testing.assert_close(shifted.encoder(x), plain.encoder(x))  # training sees one view
+
+
+def test_single_view_turns_the_test_shifts_off_inside_the_block_only() -> None:
+    from twinshot.models.encoders import single_view
+
+    enc = CompactEncoder(widths=[8], normalize=True, test_shifts=True).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with_shifts = enc(x)
+    with single_view(enc):
+        assert not enc.test_shifts
+        one = enc(x)
+    assert enc.test_shifts
+    enc.test_shifts = False
+    torch.testing.assert_close(one, enc(x))
+    assert not torch.allclose(with_shifts, one)
