@@ -197,6 +197,8 @@ def shell_script(commands: list[str], state: "DocState") -> str:
             parts.append("echo $! >> .docpids")
             if port:
                 parts.append(f"python .docwait.py {port.group(1)}")
+                # the port listens before start-up ends (model loading, ONNX export): wait for the ready line
+                parts.append(f"for _ in $(seq 900); do grep -q 'twinshot: serving' serve-{n}.log && break; sleep 0.2; done")
                 parts.append(f"echo listening on http://127.0.0.1:{port.group(1)}; cat serve-{n}.log")
         elif re.match(r"\s*grep\b", cmd):
             parts.append(f"{{ {cmd}\n}} || [ $? -eq 1 ]")  # grep's 1 means "no match", a documented answer
