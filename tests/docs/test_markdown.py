@@ -172,7 +172,7 @@ _ASSIGN = re.compile(r"(?:^|[;&|]\s*|\bdo\s+)([A-Za-z_][A-Za-z0-9_]*)=", re.M)  
 _WAIT = """import pathlib, socket, sys, time
 # The port listens before the service is ready (it is bound first): wait for both the port
 # and the service's own "listening on" line in its log.
-for _ in range(1200):
+for _ in range(1800):  # up to 3 minutes: start-up loads the model and may export it to ONNX first
     try:
         socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()
         log = pathlib.Path(sys.argv[2])

@@ -142,3 +142,20 @@ def test_user_errors_are_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(TwinshotError, match="not found"):
         export_model(str(tmp_path / "no-such-model"), "onnx", tmp_path / "e.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torchscript_export_keeps_the_encoders_test_shifts(tmp_path: Path) -> None:
+    from twinshot.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(encoder="compact", encoder_params={"widths": [8, 8], "normalize": True, "test_shifts": True}, head="euclidean"))
+    model.eval()
+    result = export_model(model, "torchscript", tmp_path / "encoder.pt")
+    traced = torch.jit.load(str(result.path))
+    x = _images(5, model)
+    with torch.no_grad():
+        expected = model.embed(x)
+        model.encoder.test_shifts = False
+        one_view = model.embed(x)
+    torch.testing.assert_close(traced(x), expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(expected, one_view, atol=1e-4)

@@ -96,3 +96,42 @@ def test_contract_every_encoder(name: str) -> None:
     out.pow(2).mean().backward()
     grads = [p.grad for p in enc.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_compact_test_shifts_average_the_five_shifted_views_in_eval_mode_only() -> None:
+    import numpy as np
+
+    from twinshot.evaluation.tta import embed_tta
+    from twinshot.models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    spec = ModelSpec(encoder="compact", encoder_params={"widths": [8, 8], "normalize": True}, head="euclidean")
+    plain = build_model(spec).eval()
+    shifted = build_model(ModelSpec(encoder="compact", encoder_params={"widths": [8, 8], "normalize": True, "test_shifts": True}, head="euclidean"))
+    shifted.load_state_dict(plain.state_dict())
+    shifted.eval()
+    images = np.random.default_rng(0).integers(0, 256, (6, 1, 28, 28), dtype=np.uint8)
+    expected = embed_tta(plain, images, tta="shifts")
+    got = shifted.embed_images(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(got, embed_tta(plain, images), atol=1e-4)
+    x = torch.rand(3, 1, 28, 28)
+    plain.train()
+    shifted.train()
+    torch.testing.assert_close(shifted.encoder(x), plain.encoder(x))  # training sees one view
+
+
+def test_single_view_turns_the_test_shifts_off_inside_the_block_only() -> None:
+    from twinshot.models.encoders import single_view
+
+    enc = CompactEncoder(widths=[8], normalize=True, test_shifts=True).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with_shifts = enc(x)
+    with single_view(enc):
+        assert not enc.test_shifts
+        one = enc(x)
+    assert enc.test_shifts
+    enc.test_shifts = False
+    torch.testing.assert_close(one, enc(x))
+    assert not torch.allclose(with_shifts, one)

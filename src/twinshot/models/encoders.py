@@ -7,8 +7,9 @@ build it: ``ENCODERS.build("compact", embedding_dim=64)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +87,11 @@ class CompactEncoder(Encoder):
         pool: ``"flatten"`` or ``"avg"``.
         normalize: L2-normalise the embeddings.
         dropout: dropout before the projection.
+        test_shifts: in eval mode, embed the image and its four 1-pixel shifts (edge
+            replicated) and average the five embeddings (re-normalised when ``normalize``),
+            as :func:`twinshot.evaluation.tta.embed_tta` with ``"shifts"`` does; training
+            is unchanged. Built into the encoder so the gallery, exports and the service all
+            get it; costs five forward passes per image.
     """
 
     def __init__(
@@ -97,6 +103,7 @@ class CompactEncoder(Encoder):
         pool: str = "flatten",
         normalize: bool = False,
         dropout: float = 0.0,
+        test_shifts: bool = False,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -124,13 +131,46 @@ class CompactEncoder(Encoder):
         self.embedding_dim = int(embedding_dim or feat_dim)
         self.input_shape = (in_channels, input_size, input_size)
         self.normalized = normalize
+        self.test_shifts = bool(test_shifts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, S, S)`` -> ``(B, embedding_dim)``."""
+        """``(B, C, S, S)`` -> ``(B, embedding_dim)``; with ``test_shifts`` in eval mode,
+        the mean over the five shifted views."""
+        if not self.test_shifts or self.training:
+            return self._embed(x)
+        b = x.shape[0]
+        views = self._embed(torch.cat(shifted_views(x), 0)).reshape(5, b, -1).mean(0)
+        return F.normalize(views, dim=1) if self.normalized else views
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
         h = h.mean(dim=(2, 3)) if self.pool == "avg" else torch.flatten(h, 1)
         h = self.proj(self.dropout(h))
         return F.normalize(h, dim=1) if self.normalized else h
+
+
+@contextlib.contextmanager
+def single_view(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every encoder of ``model`` with ``test_shifts`` embeds one view
+    (the trainer validates this way: five times cheaper, and the views do not change which
+    epoch is best enough to pay for it); restored on exit."""
+    mods = [m for m in model.modules() if getattr(m, "test_shifts", False)]
+    for m in mods:
+        m.test_shifts = False
+    try:
+        yield model
+    finally:
+        for m in mods:
+            m.test_shifts = True
+
+
+def shifted_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """``(B, C, H, W)`` -> the image and its 1-pixel shifts right, left, down, up (the edge
+    row/column repeated into the gap), five ``(B, C, H, W)`` tensors in the order of
+    :func:`twinshot.evaluation.tta.shift_views`."""
+    h, w = x.shape[2], x.shape[3]
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return [x, p[:, :, 1:1 + h, 0:w], p[:, :, 1:1 + h, 2:2 + w], p[:, :, 0:h, 1:1 + w], p[:, :, 2:2 + h, 1:1 + w]]
 
 
 @ENCODERS.register("face-resnet")

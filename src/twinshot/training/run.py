@@ -290,15 +290,17 @@ def train(
     validate = None
     if data.val is not None:
         from twinshot.evaluation.episodes import evaluate_episodes
+        from twinshot.models.encoders import single_view
 
         v = config.validation
         val_data = data.val
 
         def episodes_accuracy(m: Any) -> tuple[float, float]:
-            r = evaluate_episodes(
-                m, val_data, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query,
-                episodes=v.episodes, seed=v.seed, within_group=v.within_group,
-            )
+            with single_view(m):  # test-time shifts (model.encoder_params.test_shifts) cost 5x
+                r = evaluate_episodes(
+                    m, val_data, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query,
+                    episodes=v.episodes, seed=v.seed, within_group=v.within_group,
+                )
             return r.accuracy, r.ci95
 
         validate = episodes_accuracy
