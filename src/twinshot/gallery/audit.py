@@ -96,11 +96,16 @@ def read_audit(conn: sqlite3.Connection, *, after: int = 0) -> list[dict[str, An
     rows = conn.execute(
         "SELECT id, time, who, client, action, identity, details FROM audit WHERE id > ? ORDER BY id", (after,)
     ).fetchall()
-    out = []
-    for r in rows:
+    return [audit_record(*r) for r in rows]
+
+
+def audit_record(change_id: int, time: str, who: str, client: str, action: str, identity: str | None, details: Any) -> dict[str, Any]:
+    """One audit row as every store returns it; ``details`` is a dict or its JSON text
+    (unreadable text counts as no details)."""
+    if isinstance(details, (str, bytes)):
         try:
-            details = json.loads(r[6])
+            details = json.loads(details)
         except ValueError:
             details = {}
-        out.append({"change_id": r[0], "time": r[1], "who": r[2], "client": r[3], "action": r[4], "identity": r[5], **({"details": details} if details else {})})
-    return out
+    return {"change_id": int(change_id), "time": time, "who": who, "client": client, "action": action, "identity": identity,
+            **({"details": details} if details else {})}

@@ -238,6 +238,19 @@ def _pack_vectors(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a, dtype="<f4").tobytes()
 
 
+
+def stored_dim(meta: dict[str, str], where: Any) -> int:
+    """The embedding dimension recorded in a gallery's settings; DamagedError naming
+    ``where`` when it is missing or out of range (any store)."""
+    try:
+        dim = int(meta["dim"])
+        if not 1 <= dim <= 1 << 16:
+            raise ValueError(dim)
+    except (KeyError, ValueError):
+        raise DamagedError(f"{where}: not a usable twinshot gallery (its dimension setting is missing or damaged)") from None
+    return dim
+
+
 class GalleryStore:
     """Reads and writes one gallery file. Not for direct use: see :class:`Gallery`.
 
@@ -253,13 +266,7 @@ class GalleryStore:
         self.read_only = read_only
         #: The id of the last audit row this store wrote (see :mod:`twinshot.gallery.audit`).
         self.last_audit_id: int | None = None
-        meta = self.meta()
-        try:
-            self.dim = int(meta["dim"])
-            if not 1 <= self.dim <= 1 << 16:
-                raise ValueError(self.dim)
-        except (KeyError, ValueError):
-            raise DamagedError(f"{path}: not a usable twinshot gallery (its dimension setting is missing or damaged)") from None
+        self.dim = stored_dim(self.meta(), path)
         self.rows_per_block = max(1, BLOCK_BYTES // (4 * self.dim))
 
     # -- opening ----------------------------------------------------------------------

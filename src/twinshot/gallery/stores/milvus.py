@@ -41,10 +41,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from twinshot.errors import ConfigError, DamagedError, ReadOnlyError, StorageError, TwinshotError
-from twinshot.gallery.audit import AuditEntry
+from twinshot.errors import ConfigError, ReadOnlyError, StorageError, TwinshotError
+from twinshot.gallery.audit import AuditEntry, audit_record
 from twinshot.gallery.names import load_stored_metadata
-from twinshot.gallery.store import SCHEMA_VERSION, IdentityRecord, NewIdentity, Progress, StoredRows, WriteResult, now
+from twinshot.gallery.store import SCHEMA_VERSION, IdentityRecord, NewIdentity, Progress, StoredRows, WriteResult, now, stored_dim
 from twinshot.gallery.stores.base import already_enrolled, check_items, not_enrolled, sorted_rows
 from twinshot.gallery.stores.uri import StoreURI, with_retries
 
@@ -100,11 +100,7 @@ class MilvusStore:
         self.last_audit_id: int | None = None
         for suffix in ("meta", "identities", "rows", "audit"):
             self.client.load_collection(f"{self.c}_{suffix}")  # a reopened collection must be loaded
-        meta = self.meta()
-        try:
-            self.dim = int(meta["dim"])
-        except (KeyError, ValueError):
-            raise DamagedError(f"{self.path}: not a usable twinshot gallery (its dimension setting is missing)") from None
+        self.dim = stored_dim(self.meta(), self.path)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -358,13 +354,8 @@ class MilvusStore:
 
     def read_audit(self, after: int = 0) -> list[dict[str, Any]]:
         rows = sorted(self._all("audit", ["id", "identity", "record"], f"id > {int(after)}"), key=lambda r: r["id"])
-        out = []
-        for r in rows:
-            rec = json.loads(r["record"])
-            details = rec.get("details") or {}
-            out.append({"change_id": int(r["id"]), "time": rec["time"], "who": rec["who"], "client": rec["client"], "action": rec["action"],
-                        "identity": r["identity"] or None, **({"details": details} if details else {})})
-        return out
+        records = [(r, json.loads(r["record"])) for r in rows]
+        return [audit_record(r["id"], rec["time"], rec["who"], rec["client"], rec["action"], r["identity"] or None, rec.get("details") or {}) for r, rec in records]
 
     # -- writing -----------------------------------------------------------------------
 

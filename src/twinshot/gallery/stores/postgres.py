@@ -35,10 +35,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from twinshot.errors import ConfigError, DamagedError, ReadOnlyError, StorageError, TwinshotError
-from twinshot.gallery.audit import AuditEntry
+from twinshot.errors import ConfigError, ReadOnlyError, StorageError, TwinshotError
+from twinshot.gallery.audit import AuditEntry, audit_record
 from twinshot.gallery.names import load_stored_metadata
-from twinshot.gallery.store import SCHEMA_VERSION, IdentityRecord, NewIdentity, Progress, StoredRows, WriteResult, now
+from twinshot.gallery.store import SCHEMA_VERSION, IdentityRecord, NewIdentity, Progress, StoredRows, WriteResult, now, stored_dim
 from twinshot.gallery.stores.base import already_enrolled, check_items, not_enrolled, sorted_rows
 from twinshot.gallery.stores.uri import StoreURI, with_retries
 
@@ -110,11 +110,7 @@ class PostgresStore:
         self.t = where.name
         self.read_only = read_only
         self.last_audit_id: int | None = None
-        meta = self.meta()
-        try:
-            self.dim = int(meta["dim"])
-        except (KeyError, ValueError):
-            raise DamagedError(f"{self.path}: not a usable twinshot gallery (its dimension setting is missing)") from None
+        self.dim = stored_dim(self.meta(), self.path)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -336,14 +332,7 @@ class PostgresStore:
         rows = self._read(
             f"SELECT id, time, who, client, action, identity, details FROM {self.t}_audit WHERE id > %s ORDER BY id", (int(after),)
         )
-        out = []
-        for r in rows:
-            try:
-                details = json.loads(r[6])
-            except ValueError:
-                details = {}
-            out.append({"change_id": r[0], "time": r[1], "who": r[2], "client": r[3], "action": r[4], "identity": r[5], **({"details": details} if details else {})})
-        return out
+        return [audit_record(*r) for r in rows]
 
     # -- writing -----------------------------------------------------------------------
 
