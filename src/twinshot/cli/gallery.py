@@ -28,10 +28,13 @@ _INFERENCE_HELP = "Embed with 'auto' (ONNX Runtime when installed, the model exp
 _INDEX_HELP = "Search with 'exact', 'hnsw' (faiss, approximate) or 'auto' (hnsw for very large galleries)."
 
 
-def _open(gallery: str, model: Optional[str], index: str = "auto", inference: str = "auto", *, readonly: bool = False) -> Any:
+_SEARCH_HELP = "Search 'memory' (load the rows) or 'database' (PostgreSQL/Milvus find the candidates: galleries bigger than memory)."
+
+
+def _open(gallery: str, model: Optional[str], index: str = "auto", inference: str = "auto", *, readonly: bool = False, search: str = "memory") -> Any:
     from twinshot.gallery import Actor, Gallery
 
-    return Gallery.open(gallery, model, index=index, inference=inference, readonly=readonly, actor=Actor("cli"))
+    return Gallery.open(gallery, model, index=index, inference=inference, readonly=readonly, actor=Actor("cli"), search=search)
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -194,6 +197,7 @@ def identify(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Acceptance threshold (a logit); default: the gallery's."),
     rule: Optional[str] = typer.Option(None, "--rule", help="'max' or 'mean'; default: the gallery's."),
     index: str = typer.Option("auto", "--index", help=_INDEX_HELP),
+    search_in: str = typer.Option("memory", "--search", help=_SEARCH_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per query."),
@@ -201,7 +205,7 @@ def identify(
     """Who is in each image? The best identity above the threshold, or unknown."""
     from twinshot.cli.output import decision
 
-    with _open(gallery, model, index, inference, readonly=True) as g:
+    with _open(gallery, model, index, inference, readonly=True, search=search_in) as g:
         results = g.identify(images, k=k, threshold=threshold, rule=rule)
         calibration = g.calibration
     if threshold is None:
@@ -223,12 +227,13 @@ def search(
     images: list[str] = typer.Argument(..., help="Query images."),
     k: int = typer.Option(10, "--k", help="Nearest enrolled images per query."),
     index: str = typer.Option("auto", "--index", help=_INDEX_HELP),
+    search_in: str = typer.Option("memory", "--search", help=_SEARCH_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """The K enrolled images most like each query (image retrieval)."""
-    with _open(gallery, model, index, inference, readonly=True) as g:
+    with _open(gallery, model, index, inference, readonly=True, search=search_in) as g:
         result = g.search(images, k=k)
     queries = [{"image": img, "neighbours": [n.to_dict() for n in result.neighbours(i)]} for i, img in enumerate(images)]
     if as_json:
@@ -485,13 +490,14 @@ def verify_claim(
     gallery: str = typer.Argument(..., help=_GALLERY),
     identity: str = typer.Argument(..., help="The claimed identity (enrolled)."),
     image: str = typer.Argument(..., help="The questioned image."),
+    search_in: str = typer.Option("memory", "--search", help=_SEARCH_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Is IMAGE of the claimed IDENTITY? Compared with all of IDENTITY's references under the
     gallery's rule, accepted when the score reaches the gallery's threshold."""
-    with _open(gallery, model, inference=inference, readonly=True) as g:
+    with _open(gallery, model, inference=inference, readonly=True, search=search_in) as g:
         result = g.verify_claim(identity, image)
     if as_json:
         _emit_json({"image": image, **result.to_dict()})

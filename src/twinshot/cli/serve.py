@@ -35,6 +35,7 @@ def serve(
     inference: str = typer.Option("auto", "--inference", help="Embed with 'torch', 'onnx' (ONNX Runtime) or 'auto' (ONNX Runtime when installed)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level: critical, error, warning, info, debug."),
     read_only: bool = typer.Option(False, "--read-only", help="Serve the gallery read-only: enroll and delete answer 503."),
+    search: str = typer.Option("memory", "--search", help="'memory' (load the rows) or 'database' (PostgreSQL/Milvus find the candidates: galleries bigger than memory)."),
 ) -> None:
     """Serve GALLERY over HTTP: the JSON API (/v1/...), the door page (/door) and the
     admin page (/admin), with API keys, request limits and an audit log."""
@@ -55,6 +56,7 @@ def serve(
         torch_threads=torch_threads,
         inference=inference,
         readonly=read_only,
+        search=search,
     )
     sock = bind(host, port)  # a bad or busy port is refused before the gallery is opened
     try:

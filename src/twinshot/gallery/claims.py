@@ -71,13 +71,14 @@ def claim_scores(gallery: "Gallery", identity: str, embeddings: Any, rule: str) 
     with gallery._lock:
         gallery._refresh()
         ident_id = gallery._store.identity_id(identity)
-        g = gallery._grouping()
-        pos = int(np.searchsorted(g.ident_ids, ident_id)) if ident_id is not None else -1
-        if ident_id is None or pos >= g.ident_ids.size or int(g.ident_ids[pos]) != ident_id:
+        view = gallery._identity_view(ident_id) if ident_id is not None else None  # its rows (or every row in memory)
+        g = view.grouping() if view is not None else None
+        pos = int(np.searchsorted(g.ident_ids, ident_id)) if g is not None else -1
+        if g is None or pos >= g.ident_ids.size or int(g.ident_ids[pos]) != ident_id:
             raise UnknownIdentity(f"identity {identity!r} is not enrolled in {gallery.path}")
         q = gallery._queries(embeddings)
         cand = np.full((len(q), 1), pos, dtype=np.int64)
-        scores, _ = gallery._score_identities(q, cand, 1, rule)
+        scores, _ = view.score_identities(q, cand, 1, rule)
         return scores[:, 0].astype(np.float64), int(g.counts[pos])
 
 

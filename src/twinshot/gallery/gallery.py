@@ -68,6 +68,7 @@ from twinshot.gallery.files import ModelRef, model_meta, reembed_store, resolve_
 from twinshot.gallery.results import EnrollResult, Identification, SearchResult, Verification
 from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss
 from twinshot.gallery.search import Candidates, Grouping, RowSearch
+from twinshot.gallery.search_db import SEARCH_KINDS, DatabaseSearch
 from twinshot.gallery.scoring import score_identities
 from twinshot.gallery.decide import decide, search_result
 from twinshot.gallery.store import IdentityRecord, NewIdentity, StoredRows, WriteResult
@@ -137,9 +138,15 @@ class Gallery:
         batch_size: int = 256,
         inference: str = "auto",
         actor: Actor | None = None,
+        search: str = "memory",
     ) -> None:
         if index not in INDEX_KINDS:
             raise ConfigError(f"unknown index {index!r}; valid: {', '.join(INDEX_KINDS)}")
+        if search not in SEARCH_KINDS:
+            raise ConfigError(f"unknown search {search!r}; valid: {', '.join(SEARCH_KINDS)}")
+        #: where the rows are searched: ``"memory"`` (loaded) or ``"database"`` (see
+        #: :mod:`twinshot.gallery.search_db`)
+        self.search_kind = search
         self._store = store
         #: who the audit trail names for this object's changes (a call may name another)
         self.actor = actor or Actor()
@@ -167,6 +174,7 @@ class Gallery:
         overwrite: bool = False,
         index: str = "auto",
         inference: str = "auto",
+        search: str = "memory",
     ) -> Gallery:
         """Create an empty gallery file for ``model`` (a model, a checkpoint path, a
         shipped model's name, or a ``.onnx`` export).
@@ -195,7 +203,11 @@ class Gallery:
             "calibration_report": "",
         }
         store = create_store(path, meta, overwrite=overwrite)
-        return cls(store, embedder, index=index, inference=inference)
+        try:
+            return cls(store, embedder, index=index, inference=inference, search=search)
+        except BaseException:
+            store.close()
+            raise
 
     @classmethod
     def open(
@@ -208,8 +220,10 @@ class Gallery:
         inference: str = "auto",
         readonly: bool = False,
         actor: Actor | None = None,
+        search: str = "memory",
     ) -> Gallery:
-        """Open a gallery file and load every embedding into memory.
+        """Open a gallery and load every embedding into memory (or, with
+        ``search="database"``, none: see below).
 
         Args:
             model: the model to use; by default the one the gallery was created with (its
@@ -222,6 +236,10 @@ class Gallery:
                 :class:`~twinshot.errors.ReadOnlyError`). A gallery this process cannot
                 write is opened read-only anyway: see :attr:`read_only`.
             actor: who the audit trail names for changes made through this object.
+            search: ``"memory"`` (default: the rows are loaded and searched in process)
+                or ``"database"`` (PostgreSQL and Milvus galleries only: the database finds
+                each query's candidate rows, only those are fetched and scored; for
+                galleries bigger than memory; see :mod:`twinshot.gallery.search_db`).
 
         Raises:
             TwinshotError: no such file, not a gallery, the model cannot be found, or the
@@ -248,7 +266,7 @@ class Gallery:
                     f"(fingerprint {expected[:12]}), the model given has fingerprint {actual[:12]}; open it "
                     f"with the original model, or migrate it with `twinshot gallery reembed` (needs kept images)"
                 )
-            return cls(store, embedder, index=index, hnsw=hnsw, inference=inference, actor=actor)
+            return cls(store, embedder, index=index, hnsw=hnsw, inference=inference, actor=actor, search=search)
         except BaseException:
             store.close()
             raise
@@ -332,11 +350,23 @@ class Gallery:
 
     @property
     def n_embeddings(self) -> int:
+        if self._db is not None:
+            return self._db_count("embeddings", self._store.count_embeddings)
         return int(self._ids.size)
 
     def __len__(self) -> int:
         """The number of enrolled identities."""
+        if self._db is not None:
+            return self._db_count("identities", self._store.count_identities)
         return int(self._grouping().ident_ids.size)
+
+    def _db_count(self, what: str, count: Callable[[], int]) -> int:
+        """A count from the database, cached until the gallery's generation changes."""
+        key = (what, self._generation)
+        if key not in self._counts:
+            self._counts = {k: v for k, v in self._counts.items() if k[1] == self._generation}
+            self._counts[key] = int(count())
+        return self._counts[key]
 
     def set_threshold(self, threshold: float, *, actor: Actor | None = None) -> None:
         """Set the acceptance threshold (a logit) by hand."""
@@ -389,6 +419,7 @@ class Gallery:
                 "calibration": self.calibration.to_dict(),
                 "calibration_report": report.to_dict() if report else None,
                 "index": self._index_in_use(),
+                "search": self.search_kind,
                 "inference": self.backend,
             }
 
@@ -406,7 +437,7 @@ class Gallery:
         with self._lock:
             counts = self._store.check()
             self._refresh()
-            if counts["embeddings"] != self.n_embeddings:
+            if self._db is None and counts["embeddings"] != self.n_embeddings:
                 raise TwinshotError(f"{self.path}: memory holds {self.n_embeddings} embeddings, the file {counts['embeddings']}")
             return counts
 
@@ -417,7 +448,15 @@ class Gallery:
         self._meta = self._store.meta()
         self._settings = read_settings(self._meta, self.path)
         self._generation = self._settings.generation
-        self._rows = RowSearch(Scorer(self.embedder.head), self._store.load_rows(), self._store.dim)
+        self._counts: dict[tuple[str, int], int] = {}
+        if self.search_kind == "database":  # nothing loaded: the database searches
+            self._db: DatabaseSearch | None = DatabaseSearch(
+                Scorer(self.embedder.head), self._store, self.embedder.head_name, index=self.index_kind, hnsw=self.hnsw_config
+            )
+            self._rows: RowSearch | None = None
+        else:
+            self._db = None
+            self._rows = RowSearch(Scorer(self.embedder.head), self._store.load_rows(), self._store.dim)
         self._hnsw = None
         self._rows_version = getattr(self, "_rows_version", 0) + 1  # bumped whenever rows change
         self._hnsw_version = -1
@@ -439,6 +478,8 @@ class Gallery:
         self._generation = generation
         self._meta = self._store.meta()
         self._settings = read_settings(self._meta, self.path)
+        if self._rows is None:
+            return  # searched in the database: no rows in memory to update
         if removed is not None and removed.size:
             self._rows.remove(removed)
             self._rows_version += 1
@@ -457,7 +498,7 @@ class Gallery:
 
     @property
     def _scorer(self) -> Scorer:
-        return self._rows.scorer
+        return self._db.scorer if self._db is not None else self._rows.scorer
 
     @property
     def _matrix(self) -> StoredMatrix:
@@ -659,6 +700,8 @@ class Gallery:
     # -- searching -----------------------------------------------------------------------
 
     def _index_in_use(self) -> str:
+        if self._db is not None:
+            return self._db.kind
         if self.index_kind == "exact":
             return "exact"
         if self.index_kind == "hnsw":
@@ -701,6 +744,8 @@ class Gallery:
         with self._lock:
             self._refresh()
             own_index = getattr(self._store, "ann_index", None)
+            if self._db is not None and own_index is None:
+                raise ConfigError(f"{self.path}: this store has no index of its own to build")
             if own_index is not None:  # the database builds and keeps its own index
                 self._hnsw = own_index(self._scorer, self.hnsw_config)
                 self._hnsw_version = self._rows_version
@@ -736,8 +781,9 @@ class Gallery:
             self._require_entries()
             k = min(k, self.n_embeddings)
             q = self._queries(embeddings)
-            logits, rows = self._rows.rows(q, k, self._candidates())
-            return search_result(logits, rows, self._ids, self._identity_ids, self._names_of, self.calibration.probability)
+            view, ann = self._view(q, k, None)
+            logits, rows = view.rows(q, k, ann)
+            return search_result(logits, rows, view.ids, view.identity_ids, self._names_of, self.calibration.probability)
 
     def identify(self, images: Any, k: int = 5, *, threshold: float | None = None, rule: str | None = None) -> list[Identification]:
         """For each query image, up to ``k`` candidate identities and the decision at the
@@ -769,6 +815,20 @@ class Gallery:
     def _candidates(self) -> Candidates | None:
         """The approximate index proposing candidates, or None for exact search."""
         return self._ann() if self._index_in_use() == "hnsw" else None
+
+    def _view(self, q: Queries, k: int, rule: str | None) -> tuple[RowSearch, Candidates | None]:
+        """The rows to search for ``q`` (the best ``k`` rows, or identities under ``rule``)
+        and the approximate index over them (None: exact): every row in memory, or, when
+        the database searches, a view of just the candidate rows it found."""
+        if self._db is not None:
+            return self._db.view(q, k, rule, len(self) if rule is not None else None), None
+        return self._rows, self._candidates()
+
+    def _identity_view(self, identity_id: int) -> RowSearch:
+        """The rows that hold ``identity_id``'s references (all rows in memory)."""
+        if self._db is not None:
+            return self._db.identity_view([identity_id])
+        return self._rows
 
     def _top_identities(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`RowSearch.identities`."""

@@ -88,13 +88,15 @@ def _stats(norm: CohortNorm, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return cohort_stats(scores, norm.top_k if norm.method == "asnorm" else None)
 
 
-def normalised_identities(gallery: Any, q: Any, norm: CohortNorm, k: int, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def normalised_identities(view: Any, ann: Any, q: Any, norm: CohortNorm, k: int, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(normalised scores, identity positions, raw scores)``, each ``(Q, min(k, M))``, best
-    first by normalised score: the best :data:`RERANK` raw candidates re-scored (the caller
-    holds the gallery's lock; ``q`` are its prepared queries)."""
-    scorer, stored = gallery._scorer, gallery._matrix.data
-    g = gallery._grouping()
-    raw_s, cand = gallery._top_identities(q, max(k, RERANK), rule)
+    first by normalised score: the best :data:`RERANK` raw candidates re-scored. ``view`` is
+    the :class:`~twinshot.gallery.search.RowSearch` to search (a gallery's rows, or the
+    database's candidates), ``ann`` its approximate index or None; the caller holds the
+    gallery's lock; ``q`` are its prepared queries; positions index ``view.grouping()``."""
+    scorer, stored = view.scorer, view.matrix.data
+    g = view.grouping()
+    raw_s, cand = view.identities(q, max(k, RERANK), rule, ann)
     k = min(k, g.ident_ids.size)
     cohort_as_queries = scorer.prepare_queries(norm.cohort)
     q_mu, q_sd = _stats(norm, scorer.logits(q, scorer.prepare(norm.cohort)))  # (Q,)

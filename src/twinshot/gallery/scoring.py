@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from twinshot.gallery.index import Queries
-from twinshot.gallery.scorenorm import normalised_identities, stored_norm
+from twinshot.gallery.scorenorm import RERANK, normalised_identities, stored_norm
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,12 @@ def score_identities(gallery: Any, q: Queries, k: int, rule: str) -> Scored:
     """Search ``gallery`` (a :class:`twinshot.gallery.Gallery`) for the ``k`` best identities
     of each prepared query under ``rule``, normalise and calibrate their scores."""
     norm = stored_norm(gallery._meta)
+    view, ann = gallery._view(q, k if norm is None else max(k, RERANK), rule)  # every row, or the database's candidates
     if norm is None:
-        scores, positions = gallery._top_identities(q, k, rule)
+        scores, positions = view.identities(q, k, rule, ann)
         raw = scores
     else:
-        scores, positions, raw = normalised_identities(gallery, q, norm, k, rule)
-    g = gallery._grouping()
+        scores, positions, raw = normalised_identities(view, ann, q, norm, k, rule)
+    g = view.grouping()
     ids = np.where(positions >= 0, g.ident_ids[np.maximum(positions, 0)], -1)
     return Scored(ids, scores, gallery.calibration.probability(raw))

@@ -127,11 +127,10 @@ class RowSearch:
             rows = ann.candidates(q, n_rows, self.ids)
             cand = np.where(rows >= 0, g.row_ident[np.maximum(rows, 0)], -1)
             return self.score_identities(q, cand, k, rule)
-        if g.r_max == 1:
-            scores, rows = self.exact.search(q, k)
-            return scores, g.row_ident[rows]
-        if rule == "max":
-            n_rows = min(len(self), (k - 1) * g.r_max + 1)
+        if g.r_max == 1 or rule == "max":
+            # the best (k - 1) * r + 1 rows hold the best k identities under max; one row
+            # more tells whether a tie at the boundary could hide a lower identity
+            n_rows = min(len(self), (k - 1) * g.r_max + 2)
             if n_rows <= MAX_ROW_CANDIDATES:
                 scores, rows = self.exact.search(q, n_rows)
                 idents = g.row_ident[rows]
@@ -139,10 +138,15 @@ class RowSearch:
                 out_i = np.full((len(q), k), -1, np.int64)
                 for i in range(len(q)):
                     _, first = np.unique(idents[i], return_index=True)
-                    first = np.sort(first)[:k]
+                    first = np.sort(first)
+                    if first.size > k and scores[i, first[k]] == scores[i, first[k - 1]] or (
+                        n_rows < len(self) and first.size >= k and scores[i, -1] == scores[i, first[k - 1]]
+                    ):
+                        return self.aggregate(q, k, rule)  # a tie at the boundary: settle it over every row
+                    first = first[:k]
                     out_s[i, : first.size] = scores[i, first]
                     out_i[i, : first.size] = idents[i, first]
-                return out_s, out_i
+                return tie_order(out_s, out_i)
         return self.aggregate(q, k, rule)
 
     def aggregate(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -170,9 +174,10 @@ class RowSearch:
                     acc.scatter_add_(1, idx, t)
             if rule == "mean":
                 acc /= counts
-            s, i = torch.topk(acc, k, dim=1)
-            out_s.append(s.numpy())
-            out_i.append(i.numpy().astype(np.int64))
+            kth = torch.topk(acc, k, dim=1).values[:, -1:]
+            s, i = best_first(acc.numpy(), kth.numpy(), k)
+            out_s.append(s)
+            out_i.append(i)
         return np.concatenate(out_s), np.concatenate(out_i)
 
     def aggregate_numpy(self, q: Queries, k: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +197,7 @@ class RowSearch:
                 per = np.maximum.reduceat(grouped, g.offsets[:-1], axis=1)
             else:
                 per = (np.add.reduceat(grouped, g.offsets[:-1], axis=1) / g.counts).astype(np.float32)
-            s, i = topk(per, k)
+            s, i = best_first(per, topk(per, k)[0][:, -1:], k)
             out_s.append(s)
             out_i.append(i)
         return np.concatenate(out_s), np.concatenate(out_i)
@@ -220,3 +225,25 @@ class RowSearch:
             out_s[i, : order.size] = per[order]
             out_i[i, : order.size] = idents[order]
         return out_s, out_i
+
+
+def best_first(scores: np.ndarray, kth: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best columns of ``scores (Q, M)`` given each row's ``k``-th best value
+    ``kth (Q, 1)``, best first, equal scores by lower column (every column tied with the
+    ``k``-th is considered, so the choice at the boundary does not depend on the top-k
+    kernel): ``(scores float32, columns int64)`` ``(Q, k)``."""
+    out_s = np.empty((scores.shape[0], k), np.float32)
+    out_i = np.empty((scores.shape[0], k), np.int64)
+    for i in range(scores.shape[0]):
+        cols = np.nonzero(scores[i] >= kth[i, 0])[0]
+        order = np.lexsort((cols, -scores[i, cols]))[:k]
+        out_s[i], out_i[i] = scores[i, cols[order]], cols[order]
+    return out_s, out_i
+
+
+def tie_order(scores: np.ndarray, idents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``(scores, identity positions)`` ``(Q, k)`` reordered best first, equal scores
+    by lower identity position (``-1`` pads stay last)."""
+    key = np.where(idents < 0, np.iinfo(np.int64).max, idents)
+    order = np.lexsort((key, -scores), axis=1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(idents, order, 1)

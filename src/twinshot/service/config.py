@@ -68,6 +68,8 @@ class ServiceConfig:
         index: the gallery's search index (``"auto"``, ``"exact"`` or ``"hnsw"``).
         inference: the runtime that embeds images (``"auto"``, ``"torch"`` or ``"onnx"``;
             see :mod:`twinshot.gallery.inference`).
+        search: where the gallery's rows are searched: ``"memory"`` or ``"database"``
+            (see :mod:`twinshot.gallery.search_db`).
         readonly: serve the gallery read-only (identify, verify, search, list); enroll and
             delete answer 503. A gallery file or folder this process cannot write is served
             read-only anyway, and the service says so at start-up.
@@ -84,6 +86,7 @@ class ServiceConfig:
     index: str = "auto"
     inference: str = "auto"
     readonly: bool = False
+    search: str = "memory"
 
     def __post_init__(self) -> None:
         from twinshot.gallery.stores import is_uri

@@ -201,7 +201,7 @@ class Engine:
         """Open the configured gallery (with its own model, or ``config.model``)."""
         gallery = Gallery.open(
             config.gallery, config.model, index=config.index, inference=config.inference, readonly=config.readonly,
-            actor=Actor("service"),
+            actor=Actor("service"), search=config.search,
         )
         return cls(gallery, config)
 

@@ -23,6 +23,7 @@ Contract shared by every store:
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -78,6 +79,41 @@ class Store(Protocol):
     def write_ann(self, kind: str, ids: np.ndarray, data: bytes) -> None: ...
 
     def check(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """One query's nearest rows by the database's own distance, nearest first.
+
+    Attributes:
+        rows: the rows (image ids, identity ids, float32 vectors ``(n, D)``) in that order
+            (**not** image-id order).
+        distances: float64 ``(n,)`` the database's distance of each row: cosine distance
+            ``1 - cos`` for a cosine head, L2 distance for a euclidean one.
+    """
+
+    rows: StoredRows
+    distances: np.ndarray
+    #: the database had no more rows to give (fewer than asked for)
+    exhausted: bool = False
+
+
+@runtime_checkable
+class SearchableStore(Protocol):
+    """A store that can search itself (PostgreSQL + pgvector, Milvus): what
+    :class:`twinshot.gallery.search_db.DatabaseSearch` needs, so that a gallery bigger than
+    the process's memory is searched without loading its rows.
+
+    ``exact_search`` says whether :meth:`nearest_rows` with ``exact=True`` is exact (every
+    row compared); ``max_candidates`` is the most rows one query may return (None: any).
+    """
+
+    exact_search: bool
+    max_candidates: int | None
+
+    def count_embeddings(self) -> int: ...
+    def nearest_rows(self, queries: np.ndarray, n: int, kind: str, *, exact: bool, ef_search: int = 100) -> list[Nearest]: ...
+    def rows_of_identities(self, identity_ids: Sequence[int]) -> StoredRows: ...
 
 
 def check_items(items: Sequence[NewIdentity], dim: int, on_exists: str) -> None:

@@ -45,7 +45,7 @@ from twinshot.errors import ConfigError, ReadOnlyError, StorageError, TwinshotEr
 from twinshot.gallery.audit import AuditEntry, audit_record
 from twinshot.gallery.names import load_stored_metadata
 from twinshot.gallery.store import SCHEMA_VERSION, IdentityRecord, NewIdentity, Progress, StoredRows, WriteResult, now, stored_dim
-from twinshot.gallery.stores.base import already_enrolled, check_items, not_enrolled, sorted_rows
+from twinshot.gallery.stores.base import Nearest, already_enrolled, check_items, not_enrolled, sorted_rows
 from twinshot.gallery.stores.uri import StoreURI, with_retries
 
 #: Rows per insert / per query-iterator batch.
@@ -476,6 +476,64 @@ class MilvusStore:
             out[i, : len(found)] = found
         return out
 
+    #: Milvus returns at most this many hits per query.
+    max_candidates: int | None = 16_384
+
+    @property
+    def exact_search(self) -> bool:
+        """Whether Milvus compares every row: only when the rows collection has a ``FLAT``
+        index (create the gallery with ``?index=FLAT``); HNSW and the other indexes are
+        approximate."""
+        if not hasattr(self, "_index_type"):
+            with self._calls("read"):
+                info = self.client.describe_index(f"{self.c}_rows", "vector") or {}
+            self._index_type = str(info.get("index_type", "")).upper()
+        return self._index_type == "FLAT"
+
+    def count_embeddings(self) -> int:
+        """Visible rows (a crashed write's invisible left-overs are not counted)."""
+        return len(self._visible(self._all("rows", ["id", "identity_id", "batch"]), self._identities()))
+
+    def nearest_rows(self, queries: np.ndarray, n: int, kind: str, *, exact: bool, ef_search: int = 100) -> list[Nearest]:
+        """Each query's ``n`` nearest visible rows by the collection's metric (at most
+        :attr:`max_candidates`), nearest first, with their vectors; distances as cosine
+        distance ``1 - cos`` (metric COSINE) or L2 distance (metric L2, which Milvus
+        reports squared)."""
+        metric = self.meta().get("metric", "COSINE")
+        limit = min(int(n), self.max_candidates or int(n))
+        with self._calls("search"):
+            hits = self.client.search(
+                f"{self.c}_rows", data=np.asarray(queries, np.float32).tolist(), limit=limit,
+                output_fields=["id", "identity_id", "batch", "vector"], anns_field="vector",
+                search_params={"metric_type": metric, "params": {} if exact else {"ef": max(ef_search, limit)}},
+            )
+        found = [[h.get("entity", h) | {"distance": h["distance"]} for h in row] for row in hits]
+        idents = sorted({int(e["identity_id"]) for row in found for e in row})
+        visible_of = {int(r["id"]): r for r in self._identities(f"id in {_ints(idents)}")} if idents else {}
+        out = []
+        for row in found:
+            kept = self._visible(row, list(visible_of.values()))
+            d = np.array([e["distance"] for e in kept], np.float64)
+            d = 1.0 - d if metric == "COSINE" else np.sqrt(np.maximum(d, 0.0))
+            rows = StoredRows(
+                np.fromiter((int(e["id"]) for e in kept), np.int64, len(kept)),
+                np.fromiter((int(e["identity_id"]) for e in kept), np.int64, len(kept)),
+                np.asarray([e["vector"] for e in kept], np.float32).reshape(len(kept), self.dim),
+            )
+            out.append(Nearest(rows, d, len(row) < limit))
+        return out
+
+    def rows_of_identities(self, identity_ids: Sequence[int]) -> StoredRows:
+        """Every visible row of the given identities, in image-id order."""
+        wanted = sorted({int(i) for i in identity_ids})
+        rows: list[dict[str, Any]] = []
+        for a in range(0, len(wanted), IN_CHUNK):
+            chunk = _ints(wanted[a : a + IN_CHUNK])
+            rows += self._visible(self._all("rows", ["id", "identity_id", "batch", "vector"], f"identity_id in {chunk}"), self._identities(f"id in {chunk}"))
+        ids = np.fromiter((r["id"] for r in rows), np.int64, len(rows))
+        ident = np.fromiter((r["identity_id"] for r in rows), np.int64, len(rows))
+        return sorted_rows(ids, ident, np.asarray([r["vector"] for r in rows], np.float32).reshape(len(rows), self.dim))
+
     # -- checking ----------------------------------------------------------------------
 
     def check(self) -> dict[str, int]:
@@ -502,7 +560,7 @@ class MilvusIndex:
         self.ids = np.zeros(0, np.int64)
 
     def build_now(self) -> dict[str, Any]:
-        return {"kind": self.kind, "rows": int(self.store.load_rows().ids.size), "m": self.config.m}
+        return {"kind": self.kind, "rows": self.store.count_embeddings(), "m": self.config.m}
 
     def sync(self, stored: np.ndarray, ids: np.ndarray) -> int:
         return 0

@@ -15,8 +15,11 @@ UPDATE``), so writers are serialised and an enrollment's references land togethe
 at all. Connecting is retried with backoff (safe: nothing was sent); a write is never
 retried (its outcome would be unknown).
 
-Search: the gallery loads the rows and scores them exactly in process (same results as
-every store). With ``index="hnsw"`` the candidates come from a pgvector HNSW index
+Search: by default the gallery loads the rows and scores them exactly in process (same
+results as every store). With ``search="database"`` it never loads them: each query asks the
+database for its nearest rows (:meth:`PostgresStore.nearest_rows`: exact ``ORDER BY
+embedding <=> q LIMIT n``, or the HNSW index) and scores only those in process (see
+:mod:`twinshot.gallery.search_db`). With ``index="hnsw"`` the candidates come from a pgvector HNSW index
 (``vector_cosine_ops`` for cosine heads, ``vector_l2_ops`` for euclidean ones) and are
 rescored exactly, like the faiss index of the SQLite store. :meth:`PostgresStore.nearest`
 also runs the database's own exact search (``ORDER BY embedding <=> q`` with index scans
@@ -39,7 +42,7 @@ from twinshot.errors import ConfigError, ReadOnlyError, StorageError, TwinshotEr
 from twinshot.gallery.audit import AuditEntry, audit_record
 from twinshot.gallery.names import load_stored_metadata
 from twinshot.gallery.store import SCHEMA_VERSION, IdentityRecord, NewIdentity, Progress, StoredRows, WriteResult, now, stored_dim
-from twinshot.gallery.stores.base import already_enrolled, check_items, not_enrolled, sorted_rows
+from twinshot.gallery.stores.base import Nearest, already_enrolled, check_items, not_enrolled, sorted_rows
 from twinshot.gallery.stores.uri import StoreURI, with_retries
 
 #: Rows sent per COPY batch / fetched per cursor batch.
@@ -505,6 +508,54 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise _error(self.where, exc, "search") from None
         return out
+
+    #: ``ORDER BY embedding <op> q`` with index scans off compares every row: exact.
+    exact_search = True
+    max_candidates: int | None = None
+
+    def count_embeddings(self) -> int:
+        return int(self._read(f"SELECT COUNT(*) FROM {self.t}_embeddings")[0][0])
+
+    def nearest_rows(self, queries: np.ndarray, n: int, kind: str, *, exact: bool, ef_search: int = 100) -> list[Nearest]:
+        """Each query's ``n`` nearest rows with their vectors and pgvector distances
+        (``<=>`` cosine distance, ``<->`` L2), nearest first (equal distances: lower id first).
+        ``exact`` scans every row (index scans off); else the HNSW index with ``ef_search``
+        (pgvector caps it at 1000) when it exists."""
+        op, _ = self._operator(kind)
+        psycopg = _psycopg()
+        out = []
+        try:
+            with self.conn.transaction():
+                if exact:
+                    self.conn.execute("SET LOCAL enable_indexscan = off")
+                else:
+                    self.conn.execute(f"SET LOCAL hnsw.ef_search = {int(min(max(ef_search, 1), 1000))}")
+                for q in np.asarray(queries, np.float32):
+                    rows = self.conn.execute(
+                        f"SELECT id, identity_id, vector_send(embedding), embedding {op} %(q)s::vector AS d FROM {self.t}_embeddings "
+                        f"ORDER BY embedding {op} %(q)s::vector{', id' if exact else ''} LIMIT %(n)s",
+                        {"q": vector_text(q), "n": int(n)},
+                    ).fetchall()
+                    out.append(Nearest(self._stored(rows), np.array([r[3] for r in rows], np.float64), len(rows) < n))
+        except psycopg.Error as exc:
+            raise _error(self.where, exc, "search") from None
+        return out
+
+    def rows_of_identities(self, identity_ids: Sequence[int]) -> StoredRows:
+        """Every row of the given identities, in image-id order."""
+        wanted = sorted({int(i) for i in identity_ids})
+        rows = self._read(
+            f"SELECT id, identity_id, vector_send(embedding) FROM {self.t}_embeddings WHERE identity_id = ANY(%s) ORDER BY id", (wanted,)
+        )
+        return self._stored(rows)
+
+    def _stored(self, rows: Sequence[tuple[Any, ...]]) -> StoredRows:
+        """``(id, identity_id, vector_send blob, ...)`` tuples -> :class:`StoredRows` (order kept)."""
+        return StoredRows(
+            np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+            np.fromiter((r[1] for r in rows), np.int64, len(rows)),
+            _parse_send([r[2] for r in rows], self.dim),
+        )
 
     # -- checking ----------------------------------------------------------------------
 

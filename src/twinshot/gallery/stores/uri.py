@@ -15,6 +15,8 @@ or a URI naming a database store.
                                                        ``?consistency=Strong|Bounded|...``)
 ``milvus-lite:///abs/path/file.db/COLLECTION``         a Milvus Lite file (tests, laptops);
 ``milvus-lite:rel/path/file.db/COLLECTION``            relative to the working directory
+                                                       (``?index=FLAT``: an exact index,
+                                                       as for ``milvus://``)
 =====================================================  ======================================
 
 Names (TABLE, COLLECTION) are letters, digits and ``_``, starting with a letter, at most
@@ -89,10 +91,11 @@ def parse(uri: str) -> StoreURI:
     if scheme == "milvus-lite":
         rest = uri.split(":", 1)[1]
         rest = rest[2:] if rest.startswith("//") else rest
+        rest, _, query = rest.partition("?")
         path, _, name = rest.rpartition("/")
         if not path or not name or not path.endswith(".db"):
             raise ConfigError(f"{shown}: expected milvus-lite:///PATH/TO/FILE.db/COLLECTION (a Lite file's name ends in .db)")
-        return StoreURI("milvus-lite", _check_name(name, uri), path, {}, shown, uri)
+        return StoreURI("milvus-lite", _check_name(name, uri), path, dict(parse_qsl(query)), shown, uri)
     parts = urlsplit(uri)
     segments = [s for s in parts.path.split("/") if s]
     if scheme in ("postgresql", "postgres"):
