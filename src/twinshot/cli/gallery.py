@@ -37,6 +37,13 @@ def _open(gallery: str, model: Optional[str], index: str = "auto", inference: st
     return Gallery.open(gallery, model, index=index, inference=inference, readonly=readonly, actor=Actor("cli"), search=search)
 
 
+def _shown(gallery: str) -> str:
+    """The gallery as printed: a store URI with its password replaced by ``***``."""
+    from twinshot.gallery.stores import redact
+
+    return redact(gallery)
+
+
 def _fmt(x: Optional[float]) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
@@ -87,7 +94,7 @@ def enroll(
     with _open(gallery, model, inference=inference) as g:
         result = g.enroll(identity, images, meta, replace=replace, add=add)
     if as_json:
-        _emit_json({"gallery": gallery, **result.to_dict()})
+        _emit_json({"gallery": _shown(gallery), **result.to_dict()})
     else:
         verb = "enrolled" if result.created else ("replaced" if result.replaced else "added to")
         typer.echo(f"{verb} {identity!r}: {len(result.image_ids)} reference(s)")
@@ -139,7 +146,7 @@ def enroll_folder(
     if as_json:
         _emit_json(
             {
-                "gallery": gallery,
+                "gallery": _shown(gallery),
                 "n_enrolled": len(results),
                 "n_references": sum(len(r.image_ids) for r in results),
                 "n_embeddings": n_embeddings,
@@ -180,7 +187,7 @@ def _enroll_bulk(gallery: str, folder: str, workers: int, shard: str, exists_fla
         result = enroll_folder_bulk(g, folder, config, model=model, progress=report)
         n_embeddings = g.n_embeddings
     if as_json:
-        _emit_json({"gallery": gallery, **result.to_dict(), "n_embeddings": n_embeddings})
+        _emit_json({"gallery": _shown(gallery), **result.to_dict(), "n_embeddings": n_embeddings})
     else:
         typer.echo(
             f"enrolled {result.enrolled} identities ({result.references} references) from {folder} with {workers} "
@@ -237,7 +244,7 @@ def search(
         result = g.search(images, k=k)
     queries = [{"image": img, "neighbours": [n.to_dict() for n in result.neighbours(i)]} for i, img in enumerate(images)]
     if as_json:
-        _emit_json({"gallery": gallery, "k": k, "results": queries})
+        _emit_json({"gallery": _shown(gallery), "k": k, "results": queries})
         return
     for q in queries:
         typer.echo(f"{q['image']}:")
@@ -256,7 +263,7 @@ def remove(
 
     n = remove_identity(gallery, identity, actor=Actor("cli"))
     if as_json:
-        _emit_json({"gallery": gallery, "identity": identity, "removed": n})
+        _emit_json({"gallery": _shown(gallery), "identity": identity, "removed": n})
     else:
         typer.echo(f"removed {identity!r} ({n} reference(s))")
 
@@ -318,7 +325,7 @@ def calibrate(
             n_boot=bootstrap, progress=not as_json and sys.stderr.isatty(),
         )
     if as_json:
-        _emit_json({"gallery": gallery, **report.to_dict()})
+        _emit_json({"gallery": _shown(gallery), **report.to_dict()})
         return
     typer.echo(
         f"threshold {report.threshold:.4f} ({report.target}; p {report.probability_at_threshold:.3f}) from "
@@ -349,7 +356,7 @@ def _calibrate_fpir(
             progress=not as_json and sys.stderr.isatty(),
         )
     if as_json:
-        _emit_json({"gallery": gallery, **r.to_dict()})
+        _emit_json({"gallery": _shown(gallery), **r.to_dict()})
         return
     typer.echo(
         f"threshold {r.threshold:.4f} (fpir={r.target_fpir:g} for a gallery of {r.gallery_size} identities, "
@@ -387,12 +394,12 @@ def normalise(
         info = set_score_norm(g, method, cohort=cohort, cohort_size=cohort_size, top_k=top_k, seed=seed,
                               progress=not as_json and sys.stderr.isatty())
     if as_json:
-        _emit_json({"gallery": gallery, **info})
+        _emit_json({"gallery": _shown(gallery), **info})
     elif info["method"] == "none":
-        typer.echo(f"{gallery}: raw scores (no normalisation); calibrate the threshold again")
+        typer.echo(f"{_shown(gallery)}: raw scores (no normalisation); calibrate the threshold again")
     else:
         typer.echo(
-            f"{gallery}: {info['method']} with a cohort of {info['cohort_size']} images from {info['source']}; "
+            f"{_shown(gallery)}: {info['method']} with a cohort of {info['cohort_size']} images from {info['source']}; "
             f"scores are now in standard deviations: run `twinshot gallery calibrate --fpir` next"
         )
 
@@ -430,7 +437,7 @@ def build_index(
     with _open(gallery, model, "hnsw", inference) as g:
         info = g.build_index()
     if as_json:
-        _emit_json({"gallery": gallery, **info})
+        _emit_json({"gallery": _shown(gallery), **info})
     else:
         typer.echo(f"built {info['kind']} index over {info['rows']} references")
 
@@ -474,7 +481,7 @@ def check(
     else:
         state = "ok" if report.ok else f"{len(report.problems)} problem(s)"
         typer.echo(
-            f"{gallery}: {state}; {report.identities} identities, {report.embeddings} embeddings, "
+            f"{_shown(gallery)}: {state}; {report.identities} identities, {report.embeddings} embeddings, "
             f"{report.images} kept images, {report.audit_records} audit records"
         )
         for line in report.problems:

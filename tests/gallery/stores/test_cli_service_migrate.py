@@ -143,3 +143,26 @@ def test_migrate_to_milvus_and_refusals(milvus_uri: str, tmp_path: Path, capsys)
         pass
     assert cli(["gallery", "migrate", str(src), str(other)]) == 2  # never into an existing gallery
     assert "not a migration of" in capsys.readouterr().err
+
+
+def test_force_refuses_a_gallery_in_use_and_passwords_are_masked(pg_uri: str, tmp_path: Path, capsys) -> None:
+    """``create --force`` does not drop a PostgreSQL gallery another connection has open;
+    no CLI output repeats a URI's password (the test server trusts its socket, so any
+    password connects)."""
+    model = saved_model(tmp_path / "model")
+    secret = pg_uri.replace("postgresql://postgres:@", "postgresql://postgres:s3cret@", 1).replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
+    assert "s3cret@" in secret
+    created = run_json(capsys, "gallery", "create", secret, "--model", model)
+    assert "s3cret" not in json.dumps(created) and ":***@" in created["gallery"]
+    with Gallery.open(pg_uri) as g:
+        g.enroll_embeddings("kept", clustered(1, g.dim, clusters=2))
+        assert cli(["gallery", "create", secret, "--model", str(model), "--force"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "another process has this gallery open" in err and "s3cret" not in err
+        assert g.identity_names() == ["kept"]  # untouched
+    for args in (["gallery", "list", secret], ["gallery", "check", secret], ["gallery", "remove", secret, "kept"]):
+        assert cli(args) == 0
+        out, err = capsys.readouterr()
+        assert "s3cret" not in out + err
+    assert cli(["gallery", "create", secret, "--model", str(model), "--force"]) == 0  # nobody has it open now
+    assert "s3cret" not in capsys.readouterr().out

@@ -113,9 +113,16 @@ class PostgresStore:
         self.t = where.name
         self.read_only = read_only
         self.last_audit_id: int | None = None
+        self._hold()
         self.dim = stored_dim(self.meta(), self.path)
 
     # -- opening -----------------------------------------------------------------------
+
+    def _hold(self) -> None:
+        """Take the gallery's shared session lock (a PostgreSQL advisory lock on its name),
+        held while this connection is open: ``create --force`` takes it exclusively, so it
+        refuses to drop a gallery that a server or another command has open."""
+        self.conn.execute("SELECT pg_advisory_lock_shared(hashtext(%s))", (_lock_name(self.t),))
 
     @staticmethod
     def connect(where: StoreURI) -> Any:
@@ -146,6 +153,12 @@ class PostgresStore:
                     if cls._exists(conn, t):
                         if not overwrite:
                             raise TwinshotError(f"{where}: already exists; choose another name or overwrite it (--force)")
+                        # transaction-level: released at commit, when the new tables exist
+                        if not conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (_lock_name(t),)).fetchone()[0]:
+                            raise StorageError(
+                                f"{where}: another process has this gallery open (a server or another command); "
+                                f"stop it before overwriting the gallery with --force"
+                            )
                         cls._drop(conn, t)
                     for stmt in _schema(t, dim):
                         conn.execute(stmt)
@@ -238,6 +251,7 @@ class PostgresStore:
             if not self.conn.closed and not self.conn.broken:
                 raise
             self.conn = self.connect(self.where)
+            self._hold()
             return self.conn.execute(sql, params).fetchall()
         except psycopg.Error as exc:
             raise _error(self.where, exc, "read") from None
@@ -609,6 +623,11 @@ class PgVectorIndex:
             return np.full(image_ids.shape, -1, np.int64)
         pos = np.clip(np.searchsorted(ids, image_ids), 0, ids.size - 1)
         return np.where((image_ids >= 0) & (ids[pos] == image_ids), pos, -1)
+
+
+def _lock_name(t: str) -> str:
+    """The advisory lock key text of the gallery with table prefix ``t``."""
+    return f"twinshot-gallery:{t}"
 
 
 def _schema(t: str, dim: int) -> list[str]:
