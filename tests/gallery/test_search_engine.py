@@ -127,3 +127,21 @@ def test_named_engines_and_no_torch(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_machine_key_names_the_cpu_and_threads() -> None:
     key = se.machine_key(129)
     assert se.cpu_model() in key and "threads=" in key and "w=129" in key
+
+
+@pytest.mark.parametrize("head_name", list(HEADS))
+def test_chunks_use_the_engine_and_give_exact_logits(head_name: str) -> None:
+    """Every-row logits (what the mean rule aggregates) come from the engine in use, in
+    chunks of its size, and equal the float64 reference on every engine."""
+    g, q = _data()
+    want, _ = _reference(head_name, g, q, g.shape[0])
+    want_full = np.empty_like(want)
+    _, order = _reference(head_name, g, q, g.shape[0])
+    np.put_along_axis(want_full, order, want, 1)
+    for name, engine in ENGINE_CASES.items():
+        scorer = Scorer(HEADS[head_name]())
+        idx = ExactIndex(scorer, StoredMatrix(scorer.width(g.shape[1]), scorer.prepare(g)), engine=engine)
+        parts = list(idx.chunks(scorer.prepare_queries(q)))
+        step = max(1024, engine.chunk_elements // len(q))
+        assert [s for s, _ in parts] == list(range(0, g.shape[0], step)), name
+        np.testing.assert_allclose(np.concatenate([p for _, p in parts], 1), want_full, rtol=1e-5, atol=1e-4, err_msg=name)

@@ -158,11 +158,12 @@ class Scorer:
 
     # -- scoring -------------------------------------------------------------------------
 
-    def rank(self, q: Queries, stored: np.ndarray) -> np.ndarray:
-        """``(Q, C)`` ranking scores of every query against ``stored (C, W)``."""
+    def rank(self, q: Queries, stored: np.ndarray, engine: SearchEngine | None = None) -> np.ndarray:
+        """``(Q, C)`` ranking scores of every query against ``stored (C, W)`` (the product
+        by ``engine.matmul`` when given)."""
         if self.kind == "generic":
             return self._generic_logits(q.raw, stored)
-        r = _matmul_t(q.mat, stored)
+        r = _matmul_t(q.mat, stored) if engine is None else engine_product(engine, q.mat, stored)
         return r if self.sign > 0 else np.negative(r, out=r)
 
     def exact_rank(self, q: Queries, stored: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -188,9 +189,10 @@ class Scorer:
                 out = self.scale * sim + self.bias
         return np.where(np.isneginf(rank), -np.inf, out).astype(np.float32)
 
-    def logits(self, q: Queries, stored: np.ndarray) -> np.ndarray:
-        """``(Q, C)`` exact logits of every query against ``stored (C, W)``."""
-        rank = self.rank(q, stored)
+    def logits(self, q: Queries, stored: np.ndarray, engine: SearchEngine | None = None) -> np.ndarray:
+        """``(Q, C)`` exact logits of every query against ``stored (C, W)`` (the product by
+        ``engine.matmul`` when given)."""
+        rank = self.rank(q, stored, engine)
         if self.kind != "euclidean":
             return self.to_logits(q, rank)
         sq = np.subtract(q.sqnorm[:, None], rank, out=rank) if self.sign > 0 else np.add(q.sqnorm[:, None], rank, out=rank)
@@ -558,11 +560,18 @@ class ExactIndex:
         return self.scorer.to_logits(q, rank), np.take_along_axis(np.concatenate(best_r, 1), pos, 1)
 
     def chunks(self, q: Queries) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, logits (Q, C))`` for consecutive chunks of rows (exact logits)."""
+        """``(start, logits (Q, C))`` for consecutive chunks of rows (exact logits), the
+        products by the engine measured for this machine (see :meth:`plan`) in chunks of
+        its size (what the ``mean`` rule and every-row aggregation read)."""
         stored = self.matrix.data
-        step = self._row_chunk(len(q))
+        if self.scorer.kind == "generic" or len(q) == 0:
+            engine = None
+            step = self._row_chunk(len(q))
+        else:
+            engine = self.plan().for_queries(len(q))
+            step = max(1024, engine.chunk_elements // max(1, len(q)))
         for start in range(0, stored.shape[0], step):
-            yield start, self.scorer.logits(q, stored[start : start + step])
+            yield start, self.scorer.logits(q, stored[start : start + step], engine)
 
     def logits_at(self, q: Queries, rows: np.ndarray) -> np.ndarray:
         return self.scorer.logits_at(q, self.matrix.data, rows)
