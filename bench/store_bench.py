@@ -55,14 +55,70 @@ def brute_force_top(vectors: np.ndarray, queries: np.ndarray, k: int = K) -> np.
     return np.take_along_axis(best_r, order, 1)
 
 
+def rss_mb() -> tuple[float, float]:
+    """``(current, peak)`` resident memory of this process in MiB (Linux ``/proc``)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def time_mode(target: str, dim: int, kind: str, search: str, queries: np.ndarray, want: np.ndarray,
+              hnsw_m: int, hnsw_ef_construction: int, threads: int | None) -> dict[str, Any]:
+    """One (index, search) row, measured in a fresh process (see :func:`bench_store`): open,
+    warm, then ``len(queries)`` single-query identifications; the process's resident memory
+    before opening the gallery and its peak after the queries."""
+    import torch
+
+    from twinshot.gallery import Gallery, HNSWConfig
+    from twinshot.gallery.index import approximate_recall
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = _model(dim)
+    rss_before, _ = rss_mb()
+    row: dict[str, Any] = {"index": kind, "search": search}
+    t = time.perf_counter()
+    g = Gallery.open(target, model, index=kind, hnsw=HNSWConfig(m=hnsw_m, ef_construction=hnsw_ef_construction), search=search)
+    try:
+        if kind == "hnsw":
+            g.build_index()
+            row["hnsw_m"], row["hnsw_ef_construction"], row["hnsw_ef_search"] = hnsw_m, hnsw_ef_construction, g.hnsw_config.ef_search
+        g.identify_embeddings(queries[:1], k=K)  # warm (loads, builds or measures what it needs)
+        row["first_query_s"] = time.perf_counter() - t
+        if kind == "exact" and search == "memory":
+            row["engine"] = g._exact.plan().to_dict()
+        times, got = [], []
+        for i in range(len(queries)):
+            t = time.perf_counter()
+            res = g.identify_embeddings(queries[i : i + 1], k=K)[0]
+            times.append(time.perf_counter() - t)
+            got.append([int(c.identity[2:]) for c in res.candidates])
+    finally:
+        g.close()
+    got_rows = np.full((len(queries), K), -1, np.int64)
+    for i, r in enumerate(got):
+        got_rows[i, : len(r)] = r
+    row["identify_s"] = latency(times)
+    row["recall_at_1"] = float(np.mean(got_rows[:, 0] == want[:, 0]))
+    row["recall_at_10"] = approximate_recall(want, got_rows)
+    row["rss_before_open_mb"], row["rss_peak_mb"] = rss_before, rss_mb()[1]
+    return row
+
+
 def bench_store(
     n: int, workdir: Path, *, store_uri: str | None = None, dim: int = 128, n_queries: int = 200,
     batch: int = 10_000, indexes: Sequence[str] = ("exact", "hnsw"), hnsw_m: int = 16, hnsw_ef_construction: int = 40,
+    searches: Sequence[str] = ("memory",), threads: int | None = None, reuse: bool = False,
 ) -> dict[str, Any]:
     """Enroll ``n`` identities (one embedding each) in batches of ``batch`` per transaction,
-    then time ``n_queries`` single-query identifications per index kind."""
-    from twinshot.gallery import Gallery, HNSWConfig
-    from twinshot.gallery.index import approximate_recall
+    then time ``n_queries`` single-query identifications per index kind and search mode
+    (``"memory"``: rows loaded; ``"database"``: the store searches, see
+    :mod:`twinshot.gallery.search_db`), each in a fresh process so that its memory is its own.
+    ``reuse``: a ``store_uri`` gallery that already holds these ``n`` rows (an earlier run's)
+    is searched again without enrolling (no enrollment figure then)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from twinshot.gallery import Gallery
 
     model = _model(dim)
     clusters = max(10, n // 10)
@@ -71,47 +127,35 @@ def bench_store(
     target = store_uri or str(workdir / f"store_{n}.db")
     out: dict[str, Any] = {"n": n, "dim": dim, "queries": n_queries, "store": "sqlite" if store_uri is None else store_uri.split(":", 1)[0],
                            "batch": batch, "k": K}
-    t = time.perf_counter()
-    with Gallery.create(target, model, overwrite=True) as g:
-        for a in range(0, n, batch):
-            g.enroll_many((f"id{i:07d}", vectors[i : i + 1], None, None) for i in range(a, min(n, a + batch)))
-    out["enroll_s"] = time.perf_counter() - t
-    out["enroll_per_s"] = n / out["enroll_s"]
+    existing = 0
+    if reuse and store_uri is not None:
+        try:
+            with Gallery.open(target, model, search="database") as g:
+                existing = g.n_embeddings
+        except Exception:  # noqa: BLE001 - no such gallery: enroll it
+            existing = 0
+    if existing == n:
+        out["enroll_s"] = out["enroll_per_s"] = None
+    else:
+        t = time.perf_counter()
+        with Gallery.create(target, model, overwrite=True) as g:
+            for a in range(0, n, batch):
+                g.enroll_many((f"id{i:07d}", vectors[i : i + 1], None, None) for i in range(a, min(n, a + batch)))
+        out["enroll_s"] = time.perf_counter() - t
+        out["enroll_per_s"] = n / out["enroll_s"]
     want = brute_force_top(vectors, queries)
     del vectors
     rows = []
-    for kind in indexes:
-        if kind == "hnsw":
-            try:
-                import faiss  # noqa: F401
-            except ImportError:
-                continue
-        g = Gallery.open(target, model, index=kind, hnsw=HNSWConfig(m=hnsw_m, ef_construction=hnsw_ef_construction))
-        try:
-            row: dict[str, Any] = {"index": kind}
-            t = time.perf_counter()
-            if kind == "hnsw":
-                g.build_index()
-                row["hnsw_m"], row["hnsw_ef_construction"], row["hnsw_ef_search"] = hnsw_m, hnsw_ef_construction, g.hnsw_config.ef_search
-            g.identify_embeddings(queries[:1], k=K)  # warm (loads, builds or measures what it needs)
-            row["first_query_s"] = time.perf_counter() - t
-            if kind == "exact":
-                row["engine"] = g._exact.plan().to_dict()
-            times, got = [], []
-            for i in range(n_queries):
-                t = time.perf_counter()
-                res = g.identify_embeddings(queries[i : i + 1], k=K)[0]
-                times.append(time.perf_counter() - t)
-                got.append([int(c.identity[2:]) for c in res.candidates])
-            got_rows = np.full((n_queries, K), -1, np.int64)
-            for i, r in enumerate(got):
-                got_rows[i, : len(r)] = r
-            row["identify_s"] = latency(times)
-            row["recall_at_1"] = float(np.mean(got_rows[:, 0] == want[:, 0]))
-            row["recall_at_10"] = approximate_recall(want, got_rows)
-            rows.append(row)
-        finally:
-            g.close()
+    for search in searches:
+        for kind in indexes:
+            if kind == "hnsw" and search == "memory" and store_uri is None:
+                try:
+                    import faiss  # noqa: F401
+                except ImportError:
+                    continue
+            print(f"[bench] {n:,}: index {kind}, search {search}", file=sys.stderr, flush=True)
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                rows.append(pool.submit(time_mode, target, dim, kind, search, queries, want, hnsw_m, hnsw_ef_construction, threads).result())
     out["rows"] = rows
     if store_uri is None:
         for suffix in ("", "-wal", "-shm"):
@@ -162,7 +206,8 @@ def bench_bulk(model_ref: str, n_identities: int, per_identity: int, workdir: Pa
 
 
 def run(sizes: Sequence[int], workdir: Path, *, store_uri: str | None = None, n_queries: int = 200, dim: int = 128,
-        hnsw_up_to: int = 100_000, bulk: tuple[int, int] | None = (500, 2), tiny: bool = False) -> dict[str, Any]:
+        hnsw_up_to: int = 100_000, bulk: tuple[int, int] | None = (500, 2), tiny: bool = False,
+        searches: Sequence[str] = ("memory",), indexes: Sequence[str] | None = None, reuse: bool = False) -> dict[str, Any]:
     """Every measurement of this module (what ``bench/run.py`` records)."""
     import torch
 
@@ -170,8 +215,9 @@ def run(sizes: Sequence[int], workdir: Path, *, store_uri: str | None = None, n_
     out: dict[str, Any] = {"store_uri": store_uri or "sqlite file", "threads": threads, "sizes": []}
     for n in sizes:
         print(f"[bench] store {n:,} embeddings", file=sys.stderr, flush=True)
-        indexes = ("exact", "hnsw") if n <= hnsw_up_to else ("exact",)
-        out["sizes"].append(bench_store(n, workdir, store_uri=store_uri, dim=dim, n_queries=n_queries, indexes=indexes))
+        kinds = indexes or (("exact", "hnsw") if n <= hnsw_up_to else ("exact",))
+        out["sizes"].append(bench_store(n, workdir, store_uri=store_uri, dim=dim, n_queries=n_queries, indexes=kinds,
+                                        searches=searches, threads=threads, reuse=reuse))
     if bulk is not None:
         from bench import embedding_bench as eb
         from twinshot.models import save_model
@@ -189,8 +235,9 @@ def markdown_lines(d: dict[str, Any]) -> list[str]:
         f"Store: {d['store_uri']}. Clustered synthetic 128-d unit vectors, one per identity, enrolled in transactions of "
         f"10,000 identities; identify latency over single queries (k = 10); recall against a float64 brute force.",
         "",
-        "| embeddings | store | enroll /s | index | first query s | identify p50 ms | identify p99 ms | recall@1 | recall@10 | exact engine |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| embeddings | store | enroll /s | index | search | first query s | identify p50 ms | identify p99 ms | recall@1 | recall@10 | "
+        "RSS before open MiB | peak RSS MiB | exact engine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in d["sizes"]:
         for r in s["rows"]:
@@ -198,8 +245,9 @@ def markdown_lines(d: dict[str, Any]) -> list[str]:
             eng_txt = "-" if not eng else f"1 query: {_engine(eng['single'])}; batch: {_engine(eng['batch'])} ({eng['source']})"
             idx = r["index"] + (f" (m={r['hnsw_m']}, efc={r['hnsw_ef_construction']}, ef={r['hnsw_ef_search']})" if r["index"] == "hnsw" else "")
             lines.append(
-                f"| {s['n']:,} | {s['store']} | {s['enroll_per_s']:,.0f} | {idx} | {r['first_query_s']:.1f} | "
-                f"{1e3 * r['identify_s']['p50']:.2f} | {1e3 * r['identify_s']['p99']:.2f} | {r['recall_at_1']:.3f} | {r['recall_at_10']:.3f} | {eng_txt} |"
+                f"| {s['n']:,} | {s['store']} | {'-' if s['enroll_per_s'] is None else format(s['enroll_per_s'], ',.0f')} | {idx} | {r.get('search', 'memory')} | {r['first_query_s']:.1f} | "
+                f"{1e3 * r['identify_s']['p50']:.2f} | {1e3 * r['identify_s']['p99']:.2f} | {r['recall_at_1']:.3f} | {r['recall_at_10']:.3f} | "
+                f"{r.get('rss_before_open_mb', float('nan')):,.0f} | {r.get('rss_peak_mb', float('nan')):,.0f} | {eng_txt} |"
             )
     b = d.get("bulk")
     if b:
@@ -281,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--engines", default="", help="also time exact search per engine at these sizes (comma-separated)")
     ap.add_argument("--fragment", type=Path, default=None, help="write a docs/benchmarks_*.md fragment here")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--indexes", default="", help="comma-separated index kinds (default: exact, and hnsw up to --hnsw-up-to)")
+    ap.add_argument("--reuse", action="store_true", help="search a --store-uri gallery that already holds the rows, without enrolling")
+    ap.add_argument("--search", default="memory", help="comma-separated search modes: memory (rows loaded), database (the store searches)")
     args = ap.parse_args(argv)
     import torch
 
@@ -293,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        result = run(sizes, workdir, store_uri=args.store_uri, n_queries=args.queries, hnsw_up_to=args.hnsw_up_to, bulk=bulk)  # type: ignore[arg-type]
+        result = run(sizes, workdir, store_uri=args.store_uri, n_queries=args.queries, hnsw_up_to=args.hnsw_up_to, bulk=bulk,  # type: ignore[arg-type]
+                     searches=[x for x in args.search.split(",") if x], indexes=[x for x in args.indexes.split(",") if x] or None,
+                     reuse=args.reuse)
     result["load_start"], result["load_end"] = load_start, [round(x, 2) for x in os.getloadavg()]
     result["engines"] = engines
     print("\n".join(markdown_lines(result)))
