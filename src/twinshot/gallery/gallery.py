@@ -766,7 +766,9 @@ class Gallery:
         return self._scorer.prepare_queries(q)
 
     def _require_entries(self) -> None:
-        if self.n_embeddings == 0:
+        """Refuse to search an empty gallery (when the database searches, :meth:`_view`
+        checks, without counting every row)."""
+        if self._db is None and self.n_embeddings == 0:
             raise TwinshotError(f"{self.path}: the gallery is empty; enroll identities first")
 
     def search(self, images: Any, k: int = 10) -> SearchResult:
@@ -779,9 +781,11 @@ class Gallery:
         with self._lock:
             self._refresh()
             self._require_entries()
-            k = min(k, self.n_embeddings)
             q = self._queries(embeddings)
             view, ann = self._view(q, k, None)
+            # clamp k to the images enrolled (an exact database view holds them all when
+            # there are fewer than k; an approximate one may not, so count them)
+            k = min(k, self.n_embeddings if ann is not None or (self._db is not None and not self._db.exact) else len(view))
             logits, rows = view.rows(q, k, ann)
             return search_result(logits, rows, view.ids, view.identity_ids, self._names_of, self.calibration.probability)
 
@@ -821,7 +825,10 @@ class Gallery:
         and the approximate index over them (None: exact): every row in memory, or, when
         the database searches, a view of just the candidate rows it found."""
         if self._db is not None:
-            return self._db.view(q, k, rule, len(self) if rule is not None else None), None
+            view = self._db.view(q, k, rule)
+            if len(view) == 0:
+                raise TwinshotError(f"{self.path}: the gallery is empty; enroll identities first")
+            return view, None
         return self._rows, self._candidates()
 
     def _identity_view(self, identity_id: int) -> RowSearch:

@@ -22,6 +22,11 @@ in-memory exact search. With the database's ANN index (``index="hnsw"``: pgvecto
 or Milvus's own index) one fetch proposes the candidates, scored exactly: scores are exact,
 recall is approximate (measured in docs/benchmarks_scale.md).
 
+The first fetch is ``k + max(k, 32)`` rows; Milvus answers at most 16,384 per query, so a
+query whose boundary is still unsettled there (more than 16,384 rows tied or nearly tied
+with its ``k``-th) is answered from those. Counting the rows (``n_embeddings``) is a full
+count in PostgreSQL, so searches do not count: an empty view means an empty gallery.
+
 Heads whose logit is no monotone function of such a distance (Koch's ``weighted_l1``), or
 whose scale is negative, cannot be searched by the database: refused with a one-line
 :class:`~twinshot.errors.ConfigError`. SQLite has no vector index: its galleries are
@@ -101,9 +106,10 @@ class DatabaseSearch:
 
     def view(self, q: Queries, k: int, rule: str | None, n_identities: int | None = None) -> RowSearch:
         """A :class:`RowSearch` over the rows that hold every query's best ``k`` rows
-        (``rule=None``) or best ``k`` identities under ``rule`` (with all their rows).
-        ``n_identities`` (the gallery's count) stops an exact search that cannot find ``k``
-        identities from asking again."""
+        (``rule=None``) or best ``k`` identities under ``rule`` (with all their rows). When
+        the gallery holds fewer than ``k`` rows (identities), an exact view holds them all.
+        ``n_identities`` (the gallery's count, if known) stops an exact search that cannot
+        find ``k`` identities from asking again."""
         parts = [self._candidates(q.raw[i], k, rule, n_identities) for i in range(len(q))]
         return RowSearch(self.scorer, union(parts, self.store.dim), self.store.dim)
 

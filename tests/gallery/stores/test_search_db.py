@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from twinshot.cli.main import cli
-from twinshot.errors import ConfigError
+from twinshot.errors import ConfigError, TwinshotError
 from twinshot.gallery import Gallery
 from twinshot.gallery.stores import open_store
 
@@ -147,6 +147,13 @@ def test_refusals(pg_uri: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="head is 'weighted_l1'.*search='memory'"):
         Gallery.open(pg_uri, search="database")
     model = saved_model(tmp_path / "model")
+    empty = pg_uri.replace("?", "e?", 1)
+    with Gallery.create(empty, model):
+        pass
+    with _open_db(empty, model) as db:
+        for call in (lambda: db.search_embeddings(np.ones((1, db.dim), np.float32)), lambda: db.identify_embeddings(np.ones(db.dim, np.float32))):
+            with pytest.raises(TwinshotError, match="the gallery is empty"):
+                call()
     with Gallery.create(tmp_path / "g.db", model):
         pass
     with pytest.raises(ConfigError, match="SQLite gallery is searched in memory"):
