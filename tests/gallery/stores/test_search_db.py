@@ -83,6 +83,15 @@ def test_postgres_database_search_equals_memory(pg_uri: str, tmp_path: Path, hea
         assert db.identify_embeddings(q[:1], k=1)[0].identity == "new" and db.n_embeddings == mem.n_embeddings + 1
         assert db.remove("new") == 1
         assert db.check()["embeddings"] == mem.n_embeddings
+        # a stored score normalisation (s-norm over a cohort) re-ranks the same candidates
+        import base64
+
+        cohort = clustered(30, dim, clusters=5, seed=8)
+        db._write_meta({"score_norm": json.dumps({"method": "snorm", "top_k": 10, "cohort_size": 30, "dim": dim}),
+                        "score_norm_cohort": base64.b64encode(cohort.astype("<f4").tobytes()).decode("ascii")})
+        for x, y in zip(mem.identify_embeddings(q, k=3), db.identify_embeddings(q, k=3)):
+            assert [c.identity for c in x.candidates] == [c.identity for c in y.candidates]
+            np.testing.assert_allclose([c.score for c in x.candidates], [c.score for c in y.candidates], rtol=1e-4, atol=1e-4)
 
 
 def test_postgres_hnsw_candidates_are_rescored_exactly(pg_uri: str, tmp_path: Path) -> None:
