@@ -4,7 +4,8 @@ store (an SQLite file by default, or PostgreSQL + pgvector or Milvus: see
 
 An identify call goes down five stages, each one module behind one interface:
 embed (:mod:`~twinshot.gallery.embedding`: images -> embeddings) -> store
-(:mod:`~twinshot.gallery.stores`: the rows, loaded into memory and kept in step) -> search
+(:mod:`~twinshot.gallery.stores`: the rows, loaded into memory and kept in step, or with
+``search="database"`` left in PostgreSQL / Milvus, :mod:`~twinshot.gallery.search_db`) -> search
 (:mod:`~twinshot.gallery.search`: exact or approximate top-k rows and identities) -> score
 (:mod:`~twinshot.gallery.scoring`: head logits, score normalisation, calibration) -> decide
 (:mod:`~twinshot.gallery.decide`: the threshold and the answer). This class holds the
