@@ -6,7 +6,9 @@ identities are then copied in chunks, each chunk one write of the destination st
 transaction on SQLite and PostgreSQL; on Milvus each identity lands whole). Re-running the
 same migration after a crash or a kill skips the identities already in the destination
 (an identity is there whole or not at all) and copies the rest; when every identity is
-there, ``migration_state`` becomes ``done``.
+there, ``migration_state`` becomes ``done``. A PostgreSQL or Milvus source is read one chunk
+of identities at a time, so a gallery bigger than memory migrates; a SQLite source is read
+whole (SQLite galleries are searched in memory anyway).
 
 What is not copied: the audit trail (the destination's starts with the migration's own
 enrollments, by ``migrate``), the cached faiss index, and image ids (the destination
@@ -87,24 +89,32 @@ def _copy(src: Any, dst: Any, src_name: str, keep: bool, chunk: int, progress: C
     records = src.list_identities()
     done = {r.name for r in dst.list_identities()}
     todo = [r for r in records if r.name not in done]
-    rows = src.load_rows()
-    order = np.argsort(rows.identity_ids, kind="stable")
-    ident_sorted = rows.identity_ids[order]
+    # A store that can read the rows of some identities (PostgreSQL, Milvus) is read one
+    # chunk at a time, so a gallery bigger than memory migrates; SQLite's are read at once.
+    chunked = hasattr(src, "rows_of_identities")
+    everything = None if chunked else src.load_rows()
     copied_refs = 0
     total = len(records)
     if progress is not None:
         progress(total - len(todo), total)
     for a in range(0, len(todo), chunk):
+        part = todo[a : a + chunk]
+        rows = src.rows_of_identities([r.id for r in part]) if chunked else everything
+        order = np.argsort(rows.identity_ids, kind="stable")
+        ident_sorted = rows.identity_ids[order]
         items = []
-        for r in todo[a : a + chunk]:
+        for r in part:
             lo, hi = np.searchsorted(ident_sorted, [r.id, r.id + 1])
             sel = order[lo:hi]
+            if sel.size == 0:  # removed from the source after it was listed
+                continue
             images = None
             if keep:
                 kept = src.images(rows.ids[sel].tolist())
                 images = [kept[int(i)] for i in rows.ids[sel]]
             items.append(NewIdentity(name=r.name, vectors=rows.vectors[sel], metadata=r.metadata, images=images))
-        dst.write_identities(items, on_exists="error", audit=AuditEntry("enroll", [it.name for it in items], {"references": sum(len(it.vectors) for it in items), "mode": "migrate"}, actor))
+        if items:
+            dst.write_identities(items, on_exists="error", audit=AuditEntry("enroll", [it.name for it in items], {"references": sum(len(it.vectors) for it in items), "mode": "migrate"}, actor))
         copied_refs += sum(len(it.vectors) for it in items)
         if progress is not None:
             progress(total - len(todo) + min(len(todo), a + chunk), total)
@@ -114,7 +124,7 @@ def _copy(src: Any, dst: Any, src_name: str, keep: bool, chunk: int, progress: C
         "source": src_name,
         "destination": str(dst.path),
         "identities": total,
-        "embeddings": int(rows.ids.size),
+        "embeddings": int(everything.ids.size) if everything is not None else int(src.count_embeddings()),
         "copied_identities": len(todo),
         "copied_embeddings": copied_refs,
         "skipped_identities": total - len(todo),

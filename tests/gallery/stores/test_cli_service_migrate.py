@@ -130,6 +130,41 @@ def test_migrate_resumes_after_kill_9(pg_uri: str, tmp_path: Path) -> None:
     assert json.loads(again.stdout)["copied_identities"] == 0
 
 
+def test_migrate_from_a_database_reads_one_chunk_at_a_time(pg_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL source is read by identity chunks (never whole), so a gallery bigger than
+    memory migrates; the copy equals the source."""
+    from twinshot.gallery.migrate import migrate
+    from twinshot.gallery.stores.postgres import PostgresStore
+
+    model = saved_model(tmp_path / "model")
+    src = _source(tmp_path / "src.db", model, 23)
+    migrate(src, pg_uri)
+
+    def refuse(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("a database source was read whole")
+
+    monkeypatch.setattr(PostgresStore, "load_rows", refuse)
+    fetched: list[int] = []
+    real = PostgresStore.rows_of_identities
+
+    def counted(self, ids):  # type: ignore[no-untyped-def]
+        fetched.append(len(ids))
+        return real(self, ids)
+
+    monkeypatch.setattr(PostgresStore, "rows_of_identities", counted)
+    back = tmp_path / "back.db"
+    summary = migrate(pg_uri, back, chunk=5)
+    assert fetched == [5, 5, 5, 5, 3] and summary["embeddings"] == 46 and summary["copied_identities"] == 23
+    monkeypatch.undo()
+    with Gallery.open(src) as a, Gallery.open(back) as b:
+        assert a.identity_names() == b.identity_names() and b.n_embeddings == a.n_embeddings
+        q = clustered(8, a.dim, clusters=10, seed=4)
+        ra, rb = a.identify_embeddings(q, k=3), b.identify_embeddings(q, k=3)
+        assert [[(c.identity, round(c.score, 5)) for c in x.candidates] for x in ra] == [
+            [(c.identity, round(c.score, 5)) for c in x.candidates] for x in rb
+        ]
+
+
 def test_migrate_to_milvus_and_refusals(milvus_uri: str, tmp_path: Path, capsys) -> None:
     model = saved_model(tmp_path / "model")
     src = _source(tmp_path / "src.db", model, 12)
