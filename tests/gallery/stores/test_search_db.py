@@ -6,6 +6,7 @@ loading the rows; the approximate index; the refusals; the CLI and the HTTP serv
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,15 @@ def test_postgres_hnsw_candidates_are_rescored_exactly(pg_uri: str, tmp_path: Pa
         assert recall >= 0.9
 
 
-def test_milvus_database_search_equals_memory(milvus_uri: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["lite", "server"])
+def test_milvus_database_search_equals_memory(where: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """On a Lite file and through ``milvus-lite server`` (the gRPC client path a cluster uses)."""
+    if where == "lite":
+        uri = request.getfixturevalue("milvus_uri")
+    else:
+        uri = f"{request.getfixturevalue('milvus_server')}/gdb{os.getpid()}"
     model = saved_model(tmp_path / "model")
-    flat = milvus_uri + "?index=FLAT"
+    flat = uri + "?index=FLAT"
     with Gallery.create(flat, model) as g:
         entries = _entries(g.dim)
         g.enroll_many(entries)
