@@ -7,11 +7,11 @@ protocol (threshold from the other folds) to each. The cohort is the LFW people 
 ``pairs_dev.txt`` (and outside the held-out folds 9-10, which are not in the dataset here):
 no person of an evaluated pair.
 
-Descriptors come from ``scripts/lfw_chip_eval.py`` (``runs/lfw_emb_<variant>_j<K>.npy``,
-``(N, V, 128)``: plain, mirror, then jitter pairs); ``--views`` averages the first V.
+Descriptors: an ``(N, V, 128)`` npy of ``scripts/lfw_views.py`` (``--views`` averages the
+first V) or the ``embeddings`` of an npz (``twinshot evaluate lfw --cache``).
 
-    PYTHONPATH=src python scripts/lfw_score_norm.py --emb runs/lfw_emb_mirror_j0.npy \
-        --cohort-emb runs/cohort/lfw_emb_mirror_j0.npy
+    PYTHONPATH=src python scripts/lfw_score_norm.py --emb runs/cache-v2/embeddings-*.npz \
+        --cohort-emb runs/cohort/views.npy
 """
 
 from __future__ import annotations
@@ -27,6 +27,15 @@ from twinshot.evaluation.lfw import lfw_protocol, read_lfw_pairs
 from twinshot.gallery.cohort import cohort_stats
 
 
+def load(path: Path, views: int) -> np.ndarray:
+    """``(N, 128)`` descriptors: the mean of the first ``views`` of an ``(N, V, 128)`` npy, or
+    the ``embeddings`` of an npz (``twinshot evaluate lfw --cache``, ``lfw_centre_pick.py``)."""
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            return data["embeddings"]
+    return np.load(path)[:, :views].mean(1)
+
+
 def unit(e: np.ndarray) -> np.ndarray:
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
@@ -40,19 +49,19 @@ def result(s: np.ndarray, same: np.ndarray, fold_of: np.ndarray) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--landmarks", type=Path, default=Path("runs/lfw_landmarks.npz"), help="for the photo order")
     ap.add_argument("--pairs", default="../shared/datasets/lfw/pairs_dev.txt")
     ap.add_argument("--emb", type=Path, required=True)
     ap.add_argument("--cohort-emb", type=Path, required=True)
     ap.add_argument("--views", type=int, default=2)
     ap.add_argument("--top-k", type=int, nargs="+", default=[100])
     args = ap.parse_args()
-    paths = np.load(args.landmarks)["paths"].tolist()
-    emb = unit(np.load(args.emb)[:, : args.views].mean(1))
-    cohort = unit(np.load(args.cohort_emb)[:, : args.views].mean(1))
-    index = {p: i for i, p in enumerate(paths)}
+    emb = unit(load(args.emb, args.views))
+    cohort = unit(load(args.cohort_emb, args.views))
     folds = read_lfw_pairs(args.pairs)
     pairs = [p for f in folds for p in f]
+    # the photo order of scripts/lfw_align_variants.py and `twinshot evaluate lfw --cache`
+    paths = list(dict.fromkeys(os.fspath(q) for p in pairs for q in (p.path1, p.path2)))
+    index = {p: i for i, p in enumerate(paths)}
     i1 = np.array([index[os.fspath(p.path1)] for p in pairs])
     i2 = np.array([index[os.fspath(p.path2)] for p in pairs])
     same = np.array([p.same for p in pairs])

@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--landmarks", type=Path, default=Path("runs/lfw_landmarks.npz"))
     ap.add_argument("--centre", type=Path, help="npz of scripts/lfw_centre_pick.py: chips that replace those of its paths")
     ap.add_argument("--jitter", type=int, default=0)
+    ap.add_argument("--only-256", action="store_true", help="only views 2 and 3 (saved as 0 and 1)")
+    ap.add_argument("--skip-256", action="store_true", help="leave views 2 and 3 out (the jitters follow 0 and 1)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -59,7 +61,7 @@ def main() -> None:
             x = torch.from_numpy(chips[i : i + 32]).float().div(255.0)[:, None].expand(-1, 3, -1, -1).contiguous()
             views = [x, x.flip(3)]
             d256 = [(v - enc.mean) * (255.0 / 256.0) + enc.mean for v in views]  # (X - M) / 256 inside the net
-            views += d256
+            views = d256 if args.only_256 else views if args.skip_256 else views + d256
             for j in JITTERS[: args.jitter]:
                 xj = jitter(x, *j)
                 views += [xj, xj.flip(3)]

@@ -12,8 +12,10 @@ finds a face, the photo is framed by a grey border of half its size (a tightly c
 as in ORL, leaves the detector no context) and the sides are tried again.
 
 An image with no face raises :class:`NoFaceError` (a :class:`~twinshot.errors.DataError`); with
-several, the largest is used (``"face-api-centre"``: the one nearest the centre, as LFW's
-protocol labels it) and the number found is logged (logger ``twinshot.faces``).
+several, the largest is used and the number found is logged (logger ``twinshot.faces``).
+``"face-api-centre"`` keeps the face at the photo's centre instead, as LFW labels its photos:
+the sides are tried until one finds a face covering the centre (at the first side that finds
+any, a crowded photo may show only a bystander), and the face nearest the centre is used.
 """
 
 from __future__ import annotations
