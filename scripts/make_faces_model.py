@@ -68,7 +68,15 @@ def main() -> None:
     if args.lfw:
         result = json.loads(args.lfw.read_text())
         extra["lfw"] = {k: result[k] for k in ("accuracy", "standard_error", "auc", "eer", "tar_at_far", "n_pairs", "n_folds", "n_no_face") if k in result}
-        extra["lfw"]["protocol"] = "pairs_dev.txt (View 2 folds 1-8), threshold from the other 7 folds, --fallback-crop 0.48"
+        extra["lfw"]["protocol"] = (
+            f"`twinshot evaluate lfw faces pairs_dev.txt --json` (View 2 folds 1-8), threshold from the other 7 folds, "
+            f"the face at each photo's centre (--face {result.get('face', 'centre')}), --fallback-crop 0.48"
+        )
+        extra["lfw"]["folds"] = [round(f["accuracy"], 6) for f in result.get("folds", [])]
+    previous = args.out / "model.json"
+    if previous.is_file():  # figures measured by their own commands (e.g. ORL's), kept
+        for key, value in json.loads(previous.read_text()).get("extra", {}).items():
+            extra.setdefault(key, value)
     out = save_model(model, args.out, extra=extra)
     # keep only the head: the encoder's weights come from the package
     from safetensors.torch import save_file

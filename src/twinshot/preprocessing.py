@@ -63,7 +63,7 @@ class Preprocessing:
         crop: keep this centred fraction of each side before resizing (1.0: the whole image).
         align: the name of a face aligner (``"face-api"``: detect the largest face, find its
             68 landmarks, warp it to ``size`` by a similarity transform; see
-            :mod:`twinshot.faces.align`; ``"face-api-centre"``: the face nearest the centre),
+            :mod:`twinshot.faces.align`; ``"face-api-centre"``: the face at the centre, LFW's person),
             or ``""`` for none. It replaces ``crop`` and resize.
         keep_aspect: pad the image to the target's aspect ratio (centred, with paper:
             white when ``invert``, else black) before resizing, so shapes are not

@@ -100,6 +100,22 @@ def test_face_resnet_on_real_lfw_photos(tmp_path: Path, capsys) -> None:
     assert out["protocol"] == "lfw" and out["n_folds"] == 2 and out["n_pairs"] == 8
     assert out["accuracy"] == 1.0 and out["auc"] == 1.0
     assert len(out["folds"]) == 2 and set(out["tar_at_far"]) == {"1e-2", "1e-3"}
+    assert out["face"] == "centre"
+
+
+def test_lfw_embeds_the_face_at_the_centre() -> None:
+    """LFW's photos are centred on their person: an aligning model picks that face."""
+    from twinshot.data.images import Preprocessing
+    from twinshot.errors import ConfigError
+    from twinshot.evaluation.lfw import lfw_preprocessing
+
+    aligning = Preprocessing(size=(150, 150), channels=3, align="face-api")
+    assert lfw_preprocessing(aligning).align == "face-api-centre"
+    assert lfw_preprocessing(aligning, "model") == aligning
+    plain = Preprocessing(size=(28, 28))
+    assert lfw_preprocessing(plain) == plain
+    with pytest.raises(ConfigError, match="valid: centre, model"):
+        lfw_preprocessing(aligning, "largest")
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:

@@ -89,6 +89,22 @@ def test_several_faces_use_the_largest_and_say_how_many(photo: Image.Image, capl
     assert centred.n_faces == 2 and 250 < centred.box[0] < 500
 
 
+def test_centre_pick_finds_lfws_person_where_the_first_side_sees_a_bystander() -> None:
+    """LFW Vin_Diesel_0001: at side 320 the detector finds only the woman at the bottom
+    right; LFW's person is the face at the centre, found at a later side."""
+    path = LFW / "Vin_Diesel" / "Vin_Diesel_0001.jpg"
+    if not path.is_file():
+        pytest.skip("LFW not found")
+    img = Image.open(path)
+
+    def covers_centre(box: tuple[float, float, float, float]) -> bool:
+        x, y, w, h = box
+        return x <= img.width / 2 <= x + w and y <= img.height / 2 <= y + h
+
+    assert not covers_centre(detect_and_align(img).box)
+    assert covers_centre(detect_and_align(img, pick="centre").box)
+
+
 def test_preprocessing_validates_and_keeps_old_fingerprints() -> None:
     with pytest.raises(DataError, match="align must be one of"):
         Preprocessing(align="mtcnn")

@@ -236,6 +236,7 @@ def lfw(
     cache: str = typer.Option(None, "--cache", help="Folder to keep the embeddings in (keyed by the model's fingerprint)."),
     fallback_crop: float = typer.Option(0.48, "--fallback-crop", help="For a face-aligning model: embed an image where no face is found from this centred fraction of it (LFW's faces are centred; 0.48 = 120 of 250 px) instead of failing; the number is reported. 0: fail instead."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per embedding batch."),
+    face: str = typer.Option("centre", "--face", help="For a face-aligning model, the face of a photo its pair means: 'centre' (LFW's photos are centred on their person) or 'model' (the model's own choice, e.g. the largest)."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """The LFW protocol: per fold, the threshold is chosen on the other folds; mean accuracy
@@ -245,11 +246,11 @@ def lfw(
 
     result = evaluate_lfw(
         load_model(model), pairs, images=images, cache=cache, fallback_crop=fallback_crop if fallback_crop > 0 else None,
-        batch_size=batch_size, progress=_show_progress(as_json),
+        batch_size=batch_size, progress=_show_progress(as_json), face=face,
     )
     if as_json:
         out = result.to_dict()
-        out.update(model=str(model), pairs=str(pairs))
+        out.update(model=str(model), pairs=str(pairs), face=face)
         _emit_json(out)
         return
     console = _console()

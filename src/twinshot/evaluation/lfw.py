@@ -14,12 +14,17 @@ the mean accuracy over folds +- its standard error (``std / sqrt(k)``, ``ddof=1`
 README defines it). AUC, EER and TAR at FAR are pooled over every pair. A ``path1,path2,same``
 CSV (as ``evaluate verification`` reads) works too: its optional ``fold`` column names the
 folds, else its pairs are cut, in file order, into 10 contiguous folds.
+
+LFW's photos are centred on the person they are labelled with, so a face-aligning model
+embeds the face at the centre of each photo (``face = "centre"``), not its own choice (the
+largest face, for a door camera), which in a crowded photo can be a bystander.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,14 +33,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from twinshot.data.images import load_image
-from twinshot.errors import DataError
+from twinshot.data.images import Preprocessing, load_image
+from twinshot.errors import ConfigError, DataError
 from twinshot.evaluation.episodes import embed_dataset, track
 from twinshot.faces.align import NoFaceError
 from twinshot.evaluation.pairs import Pair, read_pairs_csv
 from twinshot.evaluation.verification import DEFAULT_FARS, VerificationResult, embed_sources, verification_metrics
 from twinshot.models.siamese import SiameseNetwork
 
+#: Which face of a photo is its person, for a face-aligning model (:func:`lfw_preprocessing`).
+FACE_PICKS = ("centre", "model")
 #: Folds a CSV without a ``fold`` column is cut into.
 CSV_FOLDS = 10
 
@@ -187,20 +194,36 @@ def lfw_protocol(scores: np.ndarray, same: np.ndarray, fold_of: np.ndarray, *, f
     return LfwResult(float(accs.mean()), se, folds, verification_metrics(scores, same, fars=fars))
 
 
-def _embed(model: SiameseNetwork, paths: list[str], fallback_crop: float | None, batch_size: int, progress: bool) -> tuple[torch.Tensor, list[str]]:
-    """Embed images; with ``fallback_crop``, an image where the aligner finds no face is
-    embedded from its centre crop instead (and named in the returned list)."""
-    if fallback_crop is None or not model.preprocessing.align:
+def lfw_preprocessing(preprocessing: Preprocessing, face: str = "centre") -> Preprocessing:
+    """The preprocessing LFW photos are embedded with: for a face-aligning model and
+    ``face = "centre"``, its aligner picks the face at the photo's centre (LFW's photos are
+    centred on the named person; :func:`twinshot.faces.align.detect_and_align`); ``"model"``
+    keeps the model's own choice (the largest face for ``faces``)."""
+    if face not in FACE_PICKS:
+        raise ConfigError(f"unknown LFW face choice {face!r}; valid: {', '.join(FACE_PICKS)}")
+    if face == "centre" and preprocessing.align == "face-api":
+        return replace(preprocessing, align="face-api-centre")
+    return preprocessing
+
+
+def _embed(
+    model: SiameseNetwork, paths: list[str], prep: Preprocessing, fallback_crop: float | None, batch_size: int, progress: bool
+) -> tuple[torch.Tensor, list[str]]:
+    """Embed images with ``prep``; with ``fallback_crop``, an image where the aligner finds no
+    face is embedded from its centre crop instead (and named in the returned list)."""
+    if not prep.align:
         return embed_sources(model, paths, batch_size=batch_size, progress=progress), []
-    fallback = replace(model.preprocessing, align="", crop=fallback_crop)
+    fallback = replace(prep, align="", crop=fallback_crop) if fallback_crop is not None else None
     no_face: list[str] = []
     chunks = []
     for i in track(range(0, len(paths), batch_size), total=-(-len(paths) // batch_size), description="aligning and embedding", enabled=progress):
         batch = []
         for path in paths[i : i + batch_size]:
             try:
-                batch.append(load_image(path, model.preprocessing))
+                batch.append(load_image(path, prep))
             except NoFaceError:
+                if fallback is None:
+                    raise
                 no_face.append(path)
                 batch.append(load_image(path, fallback))
         chunks.append(embed_dataset(model, torch.stack(batch), batch_size=batch_size))
@@ -208,18 +231,20 @@ def _embed(model: SiameseNetwork, paths: list[str], fallback_crop: float | None,
 
 
 def _cached_embeddings(
-    model: SiameseNetwork, paths: list[str], cache: Path | None, fallback_crop: float | None, batch_size: int, progress: bool
+    model: SiameseNetwork, paths: list[str], prep: Preprocessing, cache: Path | None, fallback_crop: float | None, batch_size: int, progress: bool
 ) -> tuple[torch.Tensor, list[str]]:
     if cache is None:
-        return _embed(model, paths, fallback_crop, batch_size, progress)
+        return _embed(model, paths, prep, fallback_crop, batch_size, progress)
     from twinshot.models.io import fingerprint
 
-    key = hashlib.sha256(f"{fingerprint(model)}\n{fallback_crop}\n{chr(10).join(paths)}".encode()).hexdigest()[:20]
-    file = Path(cache) / f"embeddings-{key}.npz"
+    key = f"{fingerprint(model)}\n{fallback_crop}\n{chr(10).join(paths)}"
+    if prep != model.preprocessing:
+        key += f"\n{json.dumps(prep.to_dict(), sort_keys=True)}"
+    file = Path(cache) / f"embeddings-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
     if file.is_file():
         with np.load(file) as data:
             return torch.from_numpy(data["embeddings"]), data["no_face"].tolist()
-    emb, no_face = _embed(model, paths, fallback_crop, batch_size, progress)
+    emb, no_face = _embed(model, paths, prep, fallback_crop, batch_size, progress)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(file.name + ".tmp.npz")
     np.savez(tmp, embeddings=emb.cpu().numpy(), no_face=np.array(no_face, dtype=str))
@@ -238,6 +263,7 @@ def evaluate_lfw(
     cache: str | os.PathLike | None = None,
     fallback_crop: float | None = None,
     fars: Sequence[float] = DEFAULT_FARS,
+    face: str = "centre",
 ) -> LfwResult:
     """The LFW protocol for ``model`` on a pairs file (see the module docstring).
 
@@ -246,10 +272,13 @@ def evaluate_lfw(
     embeddings are kept, keyed by the model's fingerprint and the image list. For a model
     that aligns faces, ``fallback_crop`` embeds an image where no face is found from its
     centre crop (that fraction of each side) instead of failing; their number is reported.
+    ``face`` says which face of a photo is its person (:func:`lfw_preprocessing`): by
+    default the one at the centre, as LFW's photos are made.
 
     Raises:
         DataError: for a malformed pairs file or an unreadable image (named).
     """
+    prep = lfw_preprocessing(model.preprocessing, face)
     folds = read_lfw_pairs(pairs_file, images)
     pairs = [p for fold in folds for p in fold]
     fold_of = np.concatenate([np.full(len(f), i) for i, f in enumerate(folds)])
@@ -258,7 +287,7 @@ def evaluate_lfw(
         for q in (p.path1, p.path2):
             index.setdefault(os.fspath(q), len(index))
     paths = list(index)
-    emb, no_face = _cached_embeddings(model, paths, Path(cache) if cache is not None else None, fallback_crop, batch_size, progress)
+    emb, no_face = _cached_embeddings(model, paths, prep, Path(cache) if cache is not None else None, fallback_crop, batch_size, progress)
     i1 = torch.tensor([index[os.fspath(p.path1)] for p in pairs])
     i2 = torch.tensor([index[os.fspath(p.path2)] for p in pairs])
     emb = emb.to(next(model.parameters()).device)

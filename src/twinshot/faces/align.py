@@ -12,8 +12,10 @@ finds a face, the photo is framed by a grey border of half its size (a tightly c
 as in ORL, leaves the detector no context) and the sides are tried again.
 
 An image with no face raises :class:`NoFaceError` (a :class:`~twinshot.errors.DataError`); with
-several, the largest is used (``"face-api-centre"``: the one nearest the centre, as LFW's
-protocol labels it) and the number found is logged (logger ``twinshot.faces``).
+several, the largest is used and the number found is logged (logger ``twinshot.faces``).
+``"face-api-centre"`` keeps the face at the photo's centre instead, as LFW labels its photos:
+the sides are tried until one finds a face covering the centre (at the first side that finds
+any, a crowded photo may show only a bystander), and the face nearest the centre is used.
 """
 
 from __future__ import annotations
@@ -130,19 +132,29 @@ def warp_chip(image: Image.Image, chip_to_image: np.ndarray, size: int) -> Image
     return image.transform((size, size), Image.Transform.AFFINE, (a, b, c, d, e, f), Image.Resampling.BILINEAR)
 
 
+def _covers(box, x: float, y: float) -> bool:
+    """Whether the point ``(x, y)`` lies in ``box``."""
+    return box.x <= x <= box.x + box.width and box.y <= y <= box.y + box.height
+
+
 def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image", pick: str = "largest") -> AlignedFace:
     """Detect a face in ``image`` and align it to a ``size x size`` chip.
 
     Args:
         pick: with several faces, ``"largest"`` (a door camera: the person in front) or
-            ``"centre"`` (the face nearest the image's centre: LFW's labelled face).
+            ``"centre"`` (LFW's labelled face, the one at the photo's centre: the detector
+            sides are tried until one finds a face covering the centre, the nearest to the
+            centre of them is used; if no side does, the face nearest the centre of the
+            first side that found any).
 
     Raises:
         DataError: ``"<name>: no face found"`` when the detector finds none.
     """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     detector, marker = _models()
-    boxes = []
+    centre = (rgb.width / 2, rgb.height / 2)  # the same point with the border added
+    boxes: list = []
+    first: tuple | None = None  # (boxes, rgb, arr, border) of the first side that found any face
     border = 0
     for attempt in range(2):
         if attempt == 1:  # a face filling the whole photo: give the detector some context
@@ -151,11 +163,18 @@ def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image"
         arr = np.asarray(rgb, dtype=np.uint8)
         for side in DETECTOR_SIZES:
             boxes = detector.detect(arr, side, SCORE_THRESHOLD)
-            if boxes:
+            if not boxes:
+                continue
+            if first is None:
+                first = (boxes, rgb, arr, border)
+            if pick != "centre" or any(_covers(b, centre[0] + border, centre[1] + border) for b in boxes):
                 break
+            boxes = []  # LFW's face is at the centre: a face elsewhere only, try the next side
         if boxes:
             break
-    else:
+    if not boxes and first is not None:  # no face covers the centre: the nearest one found
+        boxes, rgb, arr, border = first
+    if not boxes:
         raise NoFaceError(
             f"{name}: no face found (tiny face detector at {'/'.join(map(str, DETECTOR_SIZES))} px, "
             f"also with a border added, score > {SCORE_THRESHOLD})"
