@@ -25,10 +25,12 @@ embedding id, so a refit only runs the network on new images. The cache is threa
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -272,24 +274,60 @@ class WriterSVMClaims:
         ]
 
 
-_PER_GALLERY: "weakref.WeakKeyDictionary[Any, WriterSVMClaims]" = weakref.WeakKeyDictionary()
+_PER_GALLERY: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], WriterSVMClaims]]" = weakref.WeakKeyDictionary()
 _PER_GALLERY_LOCK = threading.Lock()
 
 
-def svm_claims(gallery: "Gallery") -> WriterSVMClaims:
-    """The gallery's :class:`WriterSVMClaims` with the default config and cohort (the other
-    identities' references), created once per open gallery so its cache lives with it."""
+def cohort_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files under ``folder`` (recursively, sorted): a cohort for :class:`WriterSVMClaims`.
+
+    Raises:
+        DataError: when ``folder`` is not a folder or holds fewer than two images.
+    """
+    from twinshot.data.sources import IMAGE_EXTENSIONS
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: the cohort must be a folder of images")
+    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    if len(found) < 2:
+        raise DataError(f"{root}: the cohort needs at least two images, found {len(found)}")
+    return found
+
+
+def svm_claims(gallery: "Gallery", cohort: str | os.PathLike | Sequence[Any] | None = None) -> WriterSVMClaims:
+    """The gallery's :class:`WriterSVMClaims` with the default config, created once per open
+    gallery and cohort so its cache lives with them. ``cohort``: a folder of images
+    (:func:`cohort_images`), a list of images, or None (the other identities' references)."""
+    if isinstance(cohort, (str, os.PathLike)):
+        cohort = cohort_images(cohort)
+    key = tuple(str(c) for c in cohort) if cohort is not None else ()
     with _PER_GALLERY_LOCK:
-        scorer = _PER_GALLERY.get(gallery)
+        per = _PER_GALLERY.setdefault(gallery, {})
+        scorer = per.get(key)
         if scorer is None:
-            scorer = WriterSVMClaims(gallery)
-            _PER_GALLERY[gallery] = scorer
+            scorer = WriterSVMClaims(gallery, cohort=cohort)
+            per[key] = scorer
         return scorer
 
 
-def verify_claim_scored(gallery: "Gallery", identity: str, image: Any, scoring: str, *, threshold: float | None = None) -> SVMClaimVerification:
-    """``Gallery.verify_claim`` for a ``scoring`` other than ``"distance"`` (one image)."""
+def verify_claim_scored(
+    gallery: "Gallery",
+    identity: str,
+    image: Any,
+    scoring: str = "distance",
+    *,
+    threshold: float | None = None,
+    cohort: str | os.PathLike | Sequence[Any] | None = None,
+) -> Any:
+    """Is ``image`` of ``identity``? Scored by the gallery's distance rule
+    (``"distance"``: a :class:`twinshot.gallery.ClaimVerification`) or by the identity's SVM
+    (``"svm"``: an :class:`SVMClaimVerification`, against ``cohort`` when given)."""
     if scoring not in CLAIM_SCORINGS:
         raise ConfigError(f"unknown scoring {scoring!r}; valid: {', '.join(CLAIM_SCORINGS)}")
-    (result,) = svm_claims(gallery).verify(identity, [image], threshold=threshold)
+    if scoring == "distance":
+        if cohort is not None:
+            raise ConfigError("a cohort is only used by scoring 'svm'")
+        return gallery.verify_claim(identity, image, threshold=threshold)
+    (result,) = svm_claims(gallery, cohort).verify(identity, [image], threshold=threshold)
     return result
