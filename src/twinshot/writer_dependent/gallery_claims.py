@@ -186,24 +186,29 @@ class WriterSVMClaims:
 
         return image_features(self.model, list(images), self.config.layer, copies=copies, seed=seed)
 
-    def _stored_features(self, ids: Sequence[int]) -> np.ndarray:
-        """Features of kept images by embedding id, computed once each."""
-        missing = [int(i) for i in ids if int(i) not in self._features]
+    def _missing(self, ids: Sequence[int]) -> list[int]:
+        return [int(i) for i in ids if int(i) not in self._features]
+
+    def _fetch(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """Kept images by embedding id (under the gallery's lock)."""
+        data = self.gallery._store.images([int(i) for i in ids]) if len(ids) else {}
+        lost = [int(i) for i in ids if int(i) not in data]
+        if lost:
+            raise DataError(f"{self.gallery.path}: no kept image for embedding(s) {lost[:5]}; svm scoring needs every reference's image")
+        return data
+
+    def _stored_features(self, ids: Sequence[int], data: dict[int, bytes]) -> np.ndarray:
+        """Features ``(N, F)`` of kept images by embedding id, each computed once (from ``data``)."""
+        missing = self._missing(ids)
         if missing:
-            data = self.gallery._store.images(missing)
-            lost = [i for i in missing if i not in data]
-            if lost:
-                raise DataError(f"{self.gallery.path}: no kept image for embedding(s) {lost[:5]}; svm scoring needs every reference's image")
             for i, f in zip(missing, self.features([data[i] for i in missing])):
                 self._features[i] = f
         return np.stack([self._features[int(i)] for i in ids])
 
-    def _cohort(self, identity_id: int) -> tuple[tuple[Any, ...], np.ndarray]:
-        """The cohort's key and features ``(C, F)`` for ``identity_id``'s classifier."""
+    def _cohort_ids(self, identity_id: int) -> np.ndarray | None:
+        """The embedding ids of ``identity_id``'s cohort (None: the given cohort images)."""
         if self._cohort_sources is not None:
-            if self._cohort_features is None:
-                self._cohort_features = self.features(self._cohort_sources)
-            return ("given",), self._cohort_features
+            return None
         g = self.gallery
         ids = np.asarray(g._ids)[np.asarray(g._identity_ids) != identity_id]
         if len(ids) > self.config.max_cohort:
@@ -214,12 +219,13 @@ class WriterSVMClaims:
                 f"{g.path}: svm scoring needs a cohort of at least two references of other identities "
                 f"(or cohort images given); the gallery has {len(ids)}"
             )
-        return tuple(int(i) for i in ids), self._stored_features(ids)
+        return ids
 
     # -- classifiers ------------------------------------------------------------------------
 
     def classifier(self, identity: str) -> tuple[WriterClassifier, int, int]:
         """The fitted SVM of ``identity``, its number of references and of cohort images.
+        The gallery is locked only to read ids and kept images, not while the network runs.
 
         Raises:
             UnknownIdentity: when ``identity`` is not enrolled.
@@ -227,29 +233,39 @@ class WriterSVMClaims:
         from twinshot.gallery.claims import UnknownIdentity
 
         g = self.gallery
-        with g._lock, self._lock:
-            g._refresh()
-            if g.fingerprint != self._fingerprint:  # re-embedded into another model: start again
-                self._fingerprint = g.fingerprint
-                self._features.clear()
-                self._fitted.clear()
-                self._cohort_features = None
-                if self._own_model:
-                    self._model = None
-            ident_id = g._store.identity_id(identity)
-            ref_ids = g._store.image_ids_of(ident_id) if ident_id is not None else np.zeros(0, np.int64)
-            if ident_id is None or len(ref_ids) == 0:
-                raise UnknownIdentity(f"identity {identity!r} is not enrolled in {g.path}")
-            cohort_key, cohort = self._cohort(int(ident_id))
-            key = (tuple(int(i) for i in ref_ids), cohort_key)
-            cached = self._fitted.get(identity)
-            if cached is not None and cached[0] == key:
-                self._fitted.move_to_end(identity)
-                return cached[1], cached[2], cached[3]
-            refs = self._stored_features(ref_ids)
+        with self._lock:
+            with g._lock:
+                g._refresh()
+                if g.fingerprint != self._fingerprint:  # re-embedded into another model: start again
+                    self._fingerprint = g.fingerprint
+                    self._features.clear()
+                    self._fitted.clear()
+                    self._cohort_features = None
+                    if self._own_model:
+                        self._model = None
+                ident_id = g._store.identity_id(identity)
+                ref_ids = g._store.image_ids_of(ident_id) if ident_id is not None else np.zeros(0, np.int64)
+                if ident_id is None or len(ref_ids) == 0:
+                    raise UnknownIdentity(f"identity {identity!r} is not enrolled in {g.path}")
+                cohort_ids = self._cohort_ids(int(ident_id))
+                key = (tuple(int(i) for i in ref_ids), ("given",) if cohort_ids is None else tuple(int(i) for i in cohort_ids))
+                cached = self._fitted.get(identity)
+                if cached is not None and cached[0] == key:
+                    self._fitted.move_to_end(identity)
+                    return cached[1], cached[2], cached[3]
+                wanted = set(self._missing(ref_ids)) | set(self._missing(cohort_ids if cohort_ids is not None else []))
+                if self.config.augment:
+                    wanted |= {int(i) for i in ref_ids}
+                data = self._fetch(sorted(wanted))
+            if cohort_ids is None:
+                if self._cohort_features is None:
+                    self._cohort_features = self.features(self._cohort_sources or [])
+                cohort = self._cohort_features
+            else:
+                cohort = self._stored_features(cohort_ids, data)
+            refs = self._stored_features(ref_ids, data)
             extra = None
             if self.config.augment:
-                data = g._store.images([int(i) for i in ref_ids])
                 extra = self.features([data[int(i)] for i in ref_ids], copies=self.config.augment, seed=self.config.seed)
             clf = WriterClassifier(self.config.svm, Standardiser.fit(cohort)).fit(refs, cohort, extra)
             self._fitted[identity] = (key, clf, len(ref_ids), len(cohort))
