@@ -8,8 +8,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from twinshot.cli.main import cli
 from twinshot.models import ModelSpec, build_model
@@ -66,7 +68,10 @@ def test_verify_a_claim_with_the_svm(bank: tuple[Path, Path, Path], tmp_path: Pa
 def test_svm_errors_are_one_line(bank: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db, plain, cedar = bank
     questioned = str(cedar / "full_org" / "original_1_12.png")
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((60, 90), 255, np.uint8)).save(blank)
     for argv, expected in (
+        ([str(db), "1", str(blank), "--scoring", "svm"], str(blank)),
         ([str(plain), "1", questioned, "--scoring", "svm"], "keep_images"),
         ([str(db), "1", questioned, "--scoring", "best"], "unknown scoring 'best'"),
         ([str(db), "1", questioned, "--cohort", str(tmp_path)], "only used by scoring 'svm'"),
