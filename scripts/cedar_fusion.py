@@ -1,7 +1,8 @@
 """Experiment (docs/applications.md, run 19): the 2-channel pair model (run 16) and the
 dichotomy transform (run 17) fused by the sum of their standardised pair scores (each
 standardised by the mean and spread of its own scores over all the evaluated pairs, no labels;
-weights 1:1, not tuned).
+weights 1:1, not tuned); claims with R = 5: the mean fused score over the references (each
+score standardised with its pair statistics).
 
     PYTHONPATH=src:scripts python scripts/cedar_twochannel.py --split S --steps 600 --eval-every 300 --out runs/exp/2ch_sS.pt   # S = 0, 20, 23
     PYTHONPATH=src:scripts python scripts/cedar_dichotomy.py --clf logreg
@@ -17,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from cedar_dichotomy import sample_train_pairs
-from cedar_exp import SPLITS, load_all, pair_indices, rates
+from cedar_exp import SPLITS, claims_eval, load_all, pair_indices, rates
 from cedar_twochannel import TwoChannel, score_pairs
 
 torch.set_num_threads(1)
@@ -43,4 +44,12 @@ for split, val in SPLITS.items():
     out = {"split": split}
     for name, s in (("2ch", a), ("dichotomy", b), ("fused", fused)):
         out[name] = {"skilled": rates(s[:n1], s[n1:n2]), "random": rates(s[:n1], s[n2:])}
+
+    def claim(w, refs, q, a_stats=(a.mean(), a.std()), b_stats=(b.mean(), b.std())):
+        p = np.array([(r, i) for i in q for r in refs])
+        sa = (score_pairs(model, x, p) - a_stats[0]) / a_stats[1]
+        sb = (clf.decision_function(sc.transform(np.abs(f[p[:, 0]] - f[p[:, 1]]))) - b_stats[0]) / b_stats[1]
+        return (sa + sb).reshape(len(q), len(refs)).mean(1)
+
+    out["fused_claims_R5"] = claims_eval(claim, writer, genuine, val, R=5)
     print(json.dumps(out), flush=True)
