@@ -103,3 +103,19 @@ def test_cli_svm_on_real_cedar(setup: tuple[Path, Path], datasets_dir: Path, cap
     assert out["skilled"]["n_genuine"] == 24 and out["skilled"]["n_impostor"] == 48
     assert cli(args + ["--scoring", "svm", "--cohort", "3", "--layer", "conv9"]) == 2
     assert "unknown feature layer" in capsys.readouterr().err
+
+
+def test_svm_with_the_enrolled_cohort(setup: tuple[Path, Path]) -> None:
+    """``cohort="enrolled"``: each writer's SVM against the other enrolled writers' R
+    references (the gallery's default), no outside writers needed."""
+    from twinshot.errors import DataError
+    from twinshot.models import load_model
+
+    cedar, model_dir = setup
+    model = load_model(model_dir)
+    results = cedar_writer_dependent(model, cedar, "1-3", references=(1, 3), pool=3, scoring="svm", cohort="enrolled", augment=2)
+    for r in results:
+        assert r.cohort == [1, 2, 3] and r.scoring == "svm" and r.augment == 2
+        assert r.rates["skilled"].n_genuine == 3 * 3 and r.rates["random"].n_impostor == 3 * 2 * 3
+    with pytest.raises(DataError, match="at least two references of other writers"):
+        cedar_writer_dependent(model, cedar, "1-2", references=(1,), pool=3, scoring="svm", cohort="enrolled")

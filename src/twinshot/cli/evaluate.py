@@ -282,7 +282,7 @@ def cedar_claims(
     seed: int = typer.Option(0, "--seed", help="Seeds which genuine signatures are references."),
     scoring: str = typer.Option("gallery", "--scoring", help="'gallery' (the rule on embeddings) or 'svm' (one SVM per writer)."),
     layer: str = typer.Option("grid", "--layer", help="Features of the SVMs: grid, hidden, embedding or hog."),
-    cohort: Optional[str] = typer.Option(None, "--cohort", help="The SVMs' negative writers (default: every writer not in --writers)."),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="The SVMs' negative writers (default: every writer not in --writers); 'enrolled': the other enrolled writers' references (the gallery's default)."),
     augment: int = typer.Option(10, "--augment", help="Distorted copies of each reference added to its SVM's positives."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:

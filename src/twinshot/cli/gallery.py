@@ -500,16 +500,28 @@ def verify_claim(
     search_in: str = typer.Option("memory", "--search", help=_SEARCH_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
+    scoring: str = typer.Option("distance", "--scoring", help="'distance': the gallery's rule and threshold; 'svm': the identity's own SVM on its kept reference images (needs --keep-images), accepted at decision value >= --threshold (default 0)."),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="With --scoring svm: a folder of other people's genuine images, the SVM's negatives (default: the other identities' references)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Accept at this score instead of the default (the gallery's threshold; 0 for svm)."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Is IMAGE of the claimed IDENTITY? Compared with all of IDENTITY's references under the
-    gallery's rule, accepted when the score reaches the gallery's threshold."""
+    gallery's rule, accepted when the score reaches the gallery's threshold; or scored by
+    IDENTITY's own SVM (--scoring svm)."""
+    from twinshot.writer_dependent.gallery_claims import verify_claim_scored
+
     with _open(gallery, model, inference=inference, readonly=True, search=search_in) as g:
-        result = g.verify_claim(identity, image)
+        result = verify_claim_scored(g, identity, image, scoring, threshold=threshold, cohort=cohort)
     if as_json:
         _emit_json({"image": image, **result.to_dict()})
         return
     verdict = "accepted" if result.same else "rejected"
+    if scoring == "svm":
+        typer.echo(
+            f"{image}: {verdict} as {identity} (svm score {_fmt(result.score)} vs threshold {_fmt(result.threshold)}, "
+            f"{result.references} reference{'s' * (result.references != 1)} vs a cohort of {result.cohort})"
+        )
+        return
     typer.echo(
         f"{image}: {verdict} as {identity} (score {_fmt(result.score)} vs threshold {_fmt(result.threshold)}, "
         f"{result.rule} over {result.references} reference{'s' * (result.references != 1)}, p {result.probability:.3f})"

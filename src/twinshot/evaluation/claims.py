@@ -123,7 +123,9 @@ def cedar_writer_dependent(
         seed: seeds the shuffle of each writer's genuine signatures.
         scoring: ``"gallery"`` (the gallery's ``rule``) or ``"svm"`` (writer-dependent SVMs).
         layer: the features of the SVMs (see :data:`twinshot.writer_dependent.FEATURE_LAYERS`).
-        cohort: the SVMs' negative writers (default: every writer of ``root`` not in ``writers``).
+        cohort: the SVMs' negative writers (default: every writer of ``root`` not in ``writers``);
+            ``"enrolled"``: each writer's SVM against the other enrolled writers' ``R``
+            references, the default of ``twinshot gallery verify --scoring svm``.
         svm: a :class:`twinshot.writer_dependent.SVMConfig` (default: C 1, gamma "scale").
         augment: distorted copies of each reference added to the SVM's positives (seeded).
 
@@ -200,6 +202,8 @@ def _svm_results(
     from twinshot.writer_dependent import Standardiser, WriterClassifier, image_features
 
     enrolled = set(refs)
+    if cohort == "enrolled":
+        return _svm_enrolled_cohort(model, images, by_writer, refs, questioned, references, layer, svm, fars, batch_size, augment, seed)
     if cohort is None:
         cohort_images = [im for im in cedar_images(root) if im.genuine and im.writer not in enrolled]
     else:
@@ -239,5 +243,56 @@ def _svm_results(
         results.append(WriterDependentResult(
             references=int(r), rule="svm", writers=sorted(refs), rates=rates, scoring="svm", layer=layer,
             cohort=cohort_writers, augment=int(augment),
+        ))
+    return results
+
+
+def _svm_enrolled_cohort(
+    model: Any,
+    images: list[Any],
+    by_writer: dict[int, dict[str, list[int]]],
+    refs: dict[int, list[int]],
+    questioned: dict[int, list[int]],
+    references: Sequence[int],
+    layer: str,
+    svm: Any,
+    fars: Sequence[float],
+    batch_size: int,
+    augment: int,
+    seed: int,
+) -> list[WriterDependentResult]:
+    """As :func:`_svm_results` with, for each writer, the other enrolled writers' ``R``
+    references as the cohort (what a gallery holds; no outside writers)."""
+    from twinshot.writer_dependent import Standardiser, WriterClassifier, image_features
+
+    order = sorted(refs)
+    x = image_features(model, [im.path for im in images], layer, batch_size=batch_size)
+    copies: dict[int, np.ndarray] = {}
+    if augment:
+        pool_paths = [images[i].path for w in order for i in refs[w]]
+        aug = image_features(model, pool_paths, layer, batch_size=batch_size, copies=augment, seed=seed)
+        aug = aug.reshape(augment, len(pool_paths), -1)
+        start = 0
+        for w in order:
+            copies[w] = aug[:, start : start + len(refs[w])]
+            start += len(refs[w])
+    results = []
+    for r in references:
+        scores: dict[str, list[np.ndarray]] = {"genuine": [], "skilled": [], "random": []}
+        for w in order:
+            neg = x[[i for o in order if o != w for i in refs[o][:r]]]
+            if len(neg) < 2:
+                raise DataError("the enrolled cohort needs at least two references of other writers")
+            extra = copies[w][:, :r].reshape(-1, x.shape[1]) if augment else None
+            clf = WriterClassifier(svm, Standardiser.fit(neg)).fit(x[refs[w][:r]], neg, extra)
+            others = [i for o in order if o != w for i in questioned[o]]
+            for kind, idx in (("genuine", questioned[w]), ("skilled", by_writer[w]["forged"]), ("random", others)):
+                if idx:
+                    scores[kind].append(clf.decision_function(x[idx]))
+        genuine = np.concatenate(scores["genuine"])
+        rates = {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
+        results.append(WriterDependentResult(
+            references=int(r), rule="svm", writers=order, rates=rates, scoring="svm", layer=layer,
+            cohort=order, augment=int(augment),
         ))
     return results

@@ -866,12 +866,22 @@ class Gallery:
             score = normalised_pair_score(self.embedder, norm, e[0:1], e[1:2])
             return Verification(probability=result.probability, score=score, same=score >= self.threshold, threshold=self.threshold)
 
-    def verify_claim(self, identity: str, image: Any, *, threshold: float | None = None, rule: str | None = None) -> Any:
+    def verify_claim(
+        self, identity: str, image: Any, *, threshold: float | None = None, rule: str | None = None, scoring: str = "distance"
+    ) -> Any:
         """Is ``image`` of the enrolled ``identity``? It is compared with all of that
         identity's references under the gallery's rule (or ``rule``), at its threshold;
         returns a :class:`twinshot.gallery.claims.ClaimVerification` (``UnknownIdentity``
-        when ``identity`` is not enrolled). See :mod:`twinshot.gallery.claims`."""
+        when ``identity`` is not enrolled). See :mod:`twinshot.gallery.claims`.
+        ``scoring="svm"``: scored by the identity's own SVM instead (needs kept images; an
+        :class:`~twinshot.writer_dependent.gallery_claims.SVMClaimVerification`, see
+        :mod:`twinshot.writer_dependent.gallery_claims`)."""
         from twinshot.gallery.claims import verify_claim_embeddings
+
+        if scoring != "distance":
+            from twinshot.writer_dependent.gallery_claims import verify_claim_scored
+
+            return verify_claim_scored(self, identity, image, scoring, threshold=threshold)
 
         (result,) = verify_claim_embeddings(self, identity, self.embed([image]), threshold=threshold, rule=rule)
         return result

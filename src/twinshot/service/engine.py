@@ -316,11 +316,16 @@ class Engine:
         result = await self._in(self._read, self.gallery.verify, first.data, second.data)
         return {"image1": first.name, "image2": second.name, **result.to_dict()}
 
-    async def verify_identity(self, upload: Upload, identity: str) -> dict[str, Any]:
+    async def verify_identity(self, upload: Upload, identity: str, scoring: str = "distance") -> dict[str, Any]:
         """Does the image show ``identity``? Its score under the gallery's rule over that
-        identity's references, the calibrated probability and the decision."""
+        identity's references, the calibrated probability and the decision; or, with
+        ``scoring="svm"``, the identity's own SVM (:mod:`twinshot.writer_dependent.gallery_claims`)."""
         self.check_identity(identity)
+        if scoring not in ("distance", "svm"):
+            raise ServiceError(422, "invalid_scoring", f"scoring must be 'distance' or 'svm', got {scoring!r}")
         images = await self.decode([upload])
+        if scoring == "svm":
+            return {"image": upload.name, "identity": identity, **await self._in(self._read, self._verify_svm, upload, identity)}
 
         def run() -> dict[str, Any]:
             from twinshot.gallery.claims import UnknownIdentity, verify_claim_embeddings
@@ -335,6 +340,19 @@ class Engine:
             return {k: d[k] for k in ("probability", "score", "same", "threshold", "rule", "references")}
 
         return {"image": upload.name, "identity": identity, **await self._in(self._read, run)}
+
+    def _verify_svm(self, upload: Upload, identity: str) -> dict[str, Any]:
+        from twinshot.gallery.claims import UnknownIdentity
+        from twinshot.writer_dependent.gallery_claims import verify_claim_scored
+
+        try:
+            claim = verify_claim_scored(self.gallery, identity, upload.data, "svm")
+        except UnknownIdentity:
+            raise ServiceError(404, "unknown_identity", f"identity {identity!r} is not enrolled") from None
+        except TwinshotError as exc:  # no kept images, too small a cohort: the gallery's setup
+            raise ServiceError(409, "svm_unavailable", self.scrubbed(exc)) from None
+        d = claim.to_dict()
+        return {k: d[k] for k in ("probability", "score", "same", "threshold", "rule", "references", "cohort", "layer", "scoring")}
 
     async def identities(self, offset: int = 0, limit: int = 1000) -> dict[str, Any]:
         """The enrolled identities (the CLI's list JSON, without file paths), a page of them."""

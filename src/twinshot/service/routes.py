@@ -99,18 +99,22 @@ async def verify(
     image2: Optional[UploadFile] = File(None, description="Second image (with image1)."),
     image: Optional[UploadFile] = File(None, description="One image (with identity)."),
     identity: Optional[str] = Form(None, description="An enrolled identity (with image)."),
+    scoring: Optional[str] = Form(None, description="With identity: 'distance' (default, the gallery's rule) or 'svm' (the identity's own SVM; needs kept images)."),
     who: Principal = Depends(require("read")),
 ) -> dict[str, Any]:
     """Two images (``image1``, ``image2``), or one image and an enrolled ``identity``:
     the calibrated probability that they show the same identity, and the decision
-    (``same``) at the gallery's threshold."""
+    (``same``) at the gallery's threshold; with ``scoring=svm``, the identity's SVM score
+    and its decision at 0 (no probability)."""
     engine = engine_of(request)
+    if scoring is not None and identity is None:
+        raise ServiceError(422, "invalid_field", "scoring is only used with image and identity")
     if image1 is not None and image2 is not None and image is None and identity is None:
         first, second = await _uploads(request, [image1, image2], allowed=2)
         return await engine.verify_pair(first, second)
     if image is not None and identity is not None and image1 is None and image2 is None:
         (upload,) = await _uploads(request, [image], allowed=1)
-        return await engine.verify_identity(upload, identity)
+        return await engine.verify_identity(upload, identity, scoring or "distance")
     raise ServiceError(422, "missing_field", "give image1 and image2, or image and identity")
 
 
