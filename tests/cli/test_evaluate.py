@@ -160,6 +160,13 @@ def test_open_set_bad_input(model_dir: Path, image_folder: Path, capsys, extra: 
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+def test_open_set_tta_refused_on_a_model_with_test_shifts(tmp_path: Path, image_folder: Path, capsys) -> None:
+    shifting = save_model(small_model("euclidean", test_shifts=True), tmp_path / "shifting")
+    assert cli(["evaluate", "open-set", str(shifting), str(image_folder), "--enrolled", "2", "--tta", "shifts"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already averages" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_open_set_norm_and_tta(model_dir: Path, image_folder: Path, capsys) -> None:
     args = ["evaluate", "open-set", str(model_dir), str(image_folder / "alphabet0"), "--enrolled", "2", "--seeds", "2",
             "--norm", "asnorm", "--top-k", "5", "--cohort", str(image_folder / "alphabet1"), "--tta", "shifts", "--json"]

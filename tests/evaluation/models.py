@@ -28,11 +28,12 @@ def pixel_model(size: int = 28, invert: bool = True) -> SiameseNetwork:
     return SiameseNetwork(PixelEncoder(1, size), EuclideanHead(), Preprocessing(size=(size, size), invert=invert))
 
 
-def small_model(head: str = "cosine", seed: int = 0) -> SiameseNetwork:
-    """An untrained registered model (compact encoder, 16-d), seeded, in eval mode."""
+def small_model(head: str = "cosine", seed: int = 0, test_shifts: bool = False) -> SiameseNetwork:
+    """An untrained registered model (compact encoder, 16-d), seeded, in eval mode; with
+    ``test_shifts`` its encoder averages the 1-pixel shifts (as the shipped ``omniglot``)."""
     spec = ModelSpec(
         encoder="compact",
-        encoder_params={"widths": [8, 8], "embedding_dim": 16},
+        encoder_params={"widths": [8, 8], "embedding_dim": 16, **({"test_shifts": True} if test_shifts else {})},
         head=head,
         preprocessing=Preprocessing(size=(28, 28), invert=True),
     )

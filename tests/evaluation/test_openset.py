@@ -19,7 +19,7 @@ from twinshot.evaluation.openset import (
     parse_rates,
     score_draw,
 )
-from twinshot.evaluation.tta import embed_tta, shift_views
+from twinshot.evaluation.tta import embed_tta, has_builtin_shifts, shift_views
 
 
 def neg_l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -176,3 +176,20 @@ def test_embed_tta_and_evaluate_open_set(image_folder) -> None:
     # raw pixels on the test folder's drawings: every image of a class is one drawing, shifted
     r = evaluate_open_set(pixel_model(), load_dataset(image_folder, pixel_model().preprocessing), enrolled=4, seeds=2, groups="same")
     assert r.to_dict()["n_classes"] == 8 and r.to_dict()["tta"] == "none"
+
+
+def test_embed_tta_refuses_shifts_on_a_model_that_shifts_itself(image_folder) -> None:
+    from twinshot.data import load_dataset
+    from twinshot.gallery.embedding import as_embedder
+
+    model = small_model("euclidean", test_shifts=True)
+    images = load_dataset(image_folder, model.preprocessing).images.numpy()[:6]
+    assert has_builtin_shifts(model) and has_builtin_shifts(as_embedder(model)) and not has_builtin_shifts(small_model())
+    assert has_builtin_shifts(type("Exported", (), {"metadata": {"spec": {"encoder_params": {"test_shifts": True}}}})())
+    for tta in ("shifts", "shifts+flip"):
+        with pytest.raises(ConfigError, match="already averages its 1-pixel shifts"):
+            embed_tta(model, images, tta=tta)
+    # its own averaging is what tta "shifts" gives the same weights without the flag
+    plain = small_model("euclidean")
+    plain.load_state_dict(model.state_dict())
+    np.testing.assert_allclose(embed_tta(model, images), embed_tta(plain, images, tta="shifts"), atol=1e-5)

@@ -11,6 +11,9 @@ Modes (:data:`TTA_MODES`):
 
 The views' embeddings are averaged; when the model's embeddings are L2-normalised (every
 norm within 1e-3 of 1) the mean is normalised again, so the head sees what it was trained on.
+
+A model whose encoder already averages the shifts (``encoder_params.test_shifts``, e.g. the
+shipped ``omniglot``) is refused any mode but ``"none"``: it would average shifts of shifts.
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ def shift_views(images: np.ndarray, flip: bool = False) -> list[np.ndarray]:
     return views
 
 
+def has_builtin_shifts(model: Any) -> bool:
+    """Whether ``model`` (a torch model, a gallery ``Embedder`` wrapping one, or an exported
+    model with its sidecar ``metadata``) averages test-time shifts inside its encoder."""
+    torch_model = getattr(model, "model", model)
+    if hasattr(torch_model, "modules"):
+        return any(getattr(m, "test_shifts", False) for m in torch_model.modules())
+    spec = (getattr(model, "metadata", None) or {}).get("spec") or {}
+    return bool((spec.get("encoder_params") or {}).get("test_shifts", False))
+
+
 def embed_tta(model: Any, images: np.ndarray, *, tta: str = "none", batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """Embed uint8 ``(N, C, H, W)`` images with a torch model or gallery ``Embedder``,
     averaging the views of ``tta``. Returns float32 ``(N, D)``."""
@@ -44,6 +57,11 @@ def embed_tta(model: Any, images: np.ndarray, *, tta: str = "none", batch_size: 
 
     if tta not in TTA_MODES:
         raise ConfigError(f"unknown test-time augmentation {tta!r}; valid: {', '.join(TTA_MODES)}")
+    if tta != "none" and has_builtin_shifts(model):
+        raise ConfigError(
+            f"test-time augmentation {tta!r} on a model whose encoder already averages its 1-pixel shifts "
+            f"(encoder_params.test_shifts) would shift the shifts; use tta 'none' (--tta none)"
+        )
     images = np.asarray(images)
     if tta == "none":
         return embed_uint8(model, images, batch_size=batch_size)
