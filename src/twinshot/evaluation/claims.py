@@ -217,16 +217,7 @@ def _svm_results(
     feats = image_features(model, [im.path for im in images] + [im.path for im in cohort_images], layer, batch_size=batch_size)
     x, neg = feats[: len(images)], feats[len(images):]
     standardiser = Standardiser.fit(neg)
-    copies: dict[int, np.ndarray] = {}  # writer -> (augment, pool, F) features of distorted references
-    if augment:
-        order = sorted(refs)
-        pool_paths = [images[i].path for w in order for i in refs[w]]
-        aug = image_features(model, pool_paths, layer, batch_size=batch_size, copies=augment, seed=seed)
-        aug = aug.reshape(augment, len(pool_paths), -1)
-        start = 0
-        for w in order:
-            copies[w] = aug[:, start : start + len(refs[w])]
-            start += len(refs[w])
+    copies = _reference_copies(model, images, refs, layer, batch_size, augment, seed)
     cohort_writers = sorted({im.writer for im in cohort_images})
     results = []
     for r in references:
@@ -245,6 +236,27 @@ def _svm_results(
             cohort=cohort_writers, augment=int(augment),
         ))
     return results
+
+
+def _reference_copies(
+    model: Any, images: list[Any], refs: dict[int, list[int]], layer: str, batch_size: int, augment: int, seed: int
+) -> dict[int, np.ndarray]:
+    """Writer -> float ``(augment, references, F)`` features of ``augment`` distorted copies of
+    each of its reference images (empty without ``augment``)."""
+    from twinshot.writer_dependent import image_features
+
+    copies: dict[int, np.ndarray] = {}
+    if not augment:
+        return copies
+    order = sorted(refs)
+    pool_paths = [images[i].path for w in order for i in refs[w]]
+    aug = image_features(model, pool_paths, layer, batch_size=batch_size, copies=augment, seed=seed)
+    aug = aug.reshape(augment, len(pool_paths), -1)
+    start = 0
+    for w in order:
+        copies[w] = aug[:, start : start + len(refs[w])]
+        start += len(refs[w])
+    return copies
 
 
 def _svm_enrolled_cohort(
@@ -267,15 +279,7 @@ def _svm_enrolled_cohort(
 
     order = sorted(refs)
     x = image_features(model, [im.path for im in images], layer, batch_size=batch_size)
-    copies: dict[int, np.ndarray] = {}
-    if augment:
-        pool_paths = [images[i].path for w in order for i in refs[w]]
-        aug = image_features(model, pool_paths, layer, batch_size=batch_size, copies=augment, seed=seed)
-        aug = aug.reshape(augment, len(pool_paths), -1)
-        start = 0
-        for w in order:
-            copies[w] = aug[:, start : start + len(refs[w])]
-            start += len(refs[w])
+    copies = _reference_copies(model, images, refs, layer, batch_size, augment, seed)
     results = []
     for r in references:
         scores: dict[str, list[np.ndarray]] = {"genuine": [], "skilled": [], "random": []}

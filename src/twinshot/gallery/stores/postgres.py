@@ -504,23 +504,10 @@ class PostgresStore:
 
     def nearest(self, queries: np.ndarray, n: int, kind: str, *, exact: bool, ef_search: int = 100) -> np.ndarray:
         """The database's ``n`` nearest image ids per query, int64 ``(Q, n)`` (``-1`` pads):
-        ``exact`` scans every row (index scans off); else the HNSW index with ``ef_search``."""
-        op, _ = self._operator(kind)
+        the ids of :meth:`nearest_rows`."""
         out = np.full((len(queries), n), -1, np.int64)
-        psycopg = _psycopg()
-        try:
-            with self.conn.transaction():
-                if exact:
-                    self.conn.execute("SET LOCAL enable_indexscan = off")
-                else:
-                    self.conn.execute(f"SET LOCAL hnsw.ef_search = {int(min(max(ef_search, 1), 1000))}")
-                for i, q in enumerate(queries):
-                    rows = self.conn.execute(
-                        f"SELECT id FROM {self.t}_embeddings ORDER BY embedding {op} %s::vector LIMIT %s", (vector_text(q), n)
-                    ).fetchall()
-                    out[i, : len(rows)] = [r[0] for r in rows]
-        except psycopg.Error as exc:
-            raise _error(self.where, exc, "search") from None
+        for i, found in enumerate(self.nearest_rows(queries, n, kind, exact=exact, ef_search=ef_search)):
+            out[i, : found.rows.ids.size] = found.rows.ids
         return out
 
     #: ``ORDER BY embedding <op> q`` with index scans off compares every row: exact.
