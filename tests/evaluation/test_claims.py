@@ -80,6 +80,9 @@ def test_svm_scoring_counts_and_cohort(setup: tuple[Path, Path], tmp_path: Path)
         assert r.rates["random"].n_impostor == 2 * 3
     hog = cedar_writer_dependent(model, cedar, "1-2", references=(3,), pool=3, scoring="svm", layer="hog", cohort="3", augment=0)
     assert hog[0].layer == "hog" and 0.0 <= hog[0].rates["random"].eer <= 1.0
+    # the gallery's own cohort: each writer's SVM against the other enrolled writers' references
+    own = cedar_writer_dependent(model, cedar, "1-2", references=(2,), pool=3, scoring="svm", cohort="enrolled", augment=2)
+    assert own[0].augment == 2 and own[0].rates["skilled"].n_genuine == 2 * 3 and 0.0 <= own[0].rates["skilled"].eer <= 1.0
     with pytest.raises(ConfigError, match="must not be enrolled"):
         cedar_writer_dependent(model, cedar, "1-2", references=(1,), pool=3, scoring="svm", cohort="2-3")
     with pytest.raises(DataError, match="cohort"):
