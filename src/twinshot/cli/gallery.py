@@ -28,10 +28,10 @@ _INFERENCE_HELP = "Embed with 'auto' (ONNX Runtime when installed, the model exp
 _INDEX_HELP = "Search with 'exact', 'hnsw' (faiss, approximate) or 'auto' (hnsw for very large galleries)."
 
 
-_SEARCH_HELP = "Search 'memory' (load the rows) or 'database' (PostgreSQL/Milvus find the candidates: galleries bigger than memory)."
+_SEARCH_HELP = "Search 'memory' (load the rows), 'database' (PostgreSQL/Milvus find the candidates: galleries bigger than memory) or 'auto' (database above 2 GiB of vectors where the store and head allow it)."
 
 
-def _open(gallery: str, model: Optional[str], index: str = "auto", inference: str = "auto", *, readonly: bool = False, search: str = "memory") -> Any:
+def _open(gallery: str, model: Optional[str], index: str = "auto", inference: str = "auto", *, readonly: bool = False, search: str = "auto") -> Any:
     from twinshot.gallery import Actor, Gallery
 
     return Gallery.open(gallery, model, index=index, inference=inference, readonly=readonly, actor=Actor("cli"), search=search)
@@ -204,7 +204,7 @@ def identify(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Acceptance threshold (a logit); default: the gallery's."),
     rule: Optional[str] = typer.Option(None, "--rule", help="'max' or 'mean'; default: the gallery's."),
     index: str = typer.Option("auto", "--index", help=_INDEX_HELP),
-    search_in: str = typer.Option("memory", "--search", help=_SEARCH_HELP),
+    search_in: str = typer.Option("auto", "--search", help=_SEARCH_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per query."),
@@ -234,7 +234,7 @@ def search(
     images: list[str] = typer.Argument(..., help="Query images."),
     k: int = typer.Option(10, "--k", help="Nearest enrolled images per query."),
     index: str = typer.Option("auto", "--index", help=_INDEX_HELP),
-    search_in: str = typer.Option("memory", "--search", help=_SEARCH_HELP),
+    search_in: str = typer.Option("auto", "--search", help=_SEARCH_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
@@ -497,7 +497,7 @@ def verify_claim(
     gallery: str = typer.Argument(..., help=_GALLERY),
     identity: str = typer.Argument(..., help="The claimed identity (enrolled)."),
     image: str = typer.Argument(..., help="The questioned image."),
-    search_in: str = typer.Option("memory", "--search", help=_SEARCH_HELP),
+    search_in: str = typer.Option("auto", "--search", help=_SEARCH_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
     scoring: str = typer.Option("distance", "--scoring", help="'distance': the gallery's rule and threshold; 'svm': the identity's own SVM on its kept reference images (needs --keep-images), accepted at decision value >= --threshold (default 0)."),

@@ -35,7 +35,7 @@ def serve(
     inference: str = typer.Option("auto", "--inference", help="Embed with 'torch', 'onnx' (ONNX Runtime) or 'auto' (ONNX Runtime when installed)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level: critical, error, warning, info, debug."),
     read_only: bool = typer.Option(False, "--read-only", help="Serve the gallery read-only: enroll and delete answer 503."),
-    search: str = typer.Option("memory", "--search", help="'memory' (load the rows) or 'database' (PostgreSQL/Milvus find the candidates: galleries bigger than memory)."),
+    search: str = typer.Option("auto", "--search", help="'memory' (load the rows), 'database' (PostgreSQL/Milvus find the candidates: galleries bigger than memory) or 'auto' (database above 2 GiB of vectors where the store and head allow it)."),
 ) -> None:
     """Serve GALLERY over HTTP: the JSON API (/v1/...), the door page (/door) and the
     admin page (/admin), with API keys, request limits and an audit log."""

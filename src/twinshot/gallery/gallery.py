@@ -69,7 +69,7 @@ from twinshot.gallery.files import ModelRef, model_meta, reembed_store, resolve_
 from twinshot.gallery.results import EnrollResult, Identification, SearchResult, Verification
 from twinshot.gallery.index import ExactIndex, HNSWConfig, HNSWIndex, Queries, Scorer, StoredMatrix, import_faiss
 from twinshot.gallery.search import Candidates, Grouping, RowSearch
-from twinshot.gallery.search_db import SEARCH_KINDS, DatabaseSearch
+from twinshot.gallery.search_db import SEARCH_KINDS, DatabaseSearch, choose_search
 from twinshot.gallery.scoring import score_identities
 from twinshot.gallery.decide import decide, search_result
 from twinshot.gallery.store import IdentityRecord, NewIdentity, StoredRows, WriteResult
@@ -139,21 +139,21 @@ class Gallery:
         batch_size: int = 256,
         inference: str = "auto",
         actor: Actor | None = None,
-        search: str = "memory",
+        search: str = "auto",
     ) -> None:
         if index not in INDEX_KINDS:
             raise ConfigError(f"unknown index {index!r}; valid: {', '.join(INDEX_KINDS)}")
         if search not in SEARCH_KINDS:
             raise ConfigError(f"unknown search {search!r}; valid: {', '.join(SEARCH_KINDS)}")
-        #: where the rows are searched: ``"memory"`` (loaded) or ``"database"`` (see
-        #: :mod:`twinshot.gallery.search_db`)
-        self.search_kind = search
         self._store = store
         #: who the audit trail names for this object's changes (a call may name another)
         self.actor = actor or Actor()
         self._set_model(model)
         self.inference = inference
         self.index_kind = index
+        #: where the rows are searched: ``"memory"`` (loaded) or ``"database"`` (see
+        #: :mod:`twinshot.gallery.search_db`; ``"auto"`` is resolved here, once)
+        self.search_kind = choose_search(search, store, Scorer(self.embedder.head), index)
         self.hnsw_config = hnsw or HNSWConfig()
         self.batch_size = batch_size
         self._lock = threading.RLock()
@@ -175,7 +175,7 @@ class Gallery:
         overwrite: bool = False,
         index: str = "auto",
         inference: str = "auto",
-        search: str = "memory",
+        search: str = "auto",
     ) -> Gallery:
         """Create an empty gallery file for ``model`` (a model, a checkpoint path, a
         shipped model's name, or a ``.onnx`` export).
@@ -221,7 +221,7 @@ class Gallery:
         inference: str = "auto",
         readonly: bool = False,
         actor: Actor | None = None,
-        search: str = "memory",
+        search: str = "auto",
     ) -> Gallery:
         """Open a gallery and load every embedding into memory (or, with
         ``search="database"``, none: see below).
@@ -237,10 +237,13 @@ class Gallery:
                 :class:`~twinshot.errors.ReadOnlyError`). A gallery this process cannot
                 write is opened read-only anyway: see :attr:`read_only`.
             actor: who the audit trail names for changes made through this object.
-            search: ``"memory"`` (default: the rows are loaded and searched in process)
-                or ``"database"`` (PostgreSQL and Milvus galleries only: the database finds
+            search: ``"memory"`` (the rows are loaded and searched in process),
+                ``"database"`` (PostgreSQL and Milvus galleries only: the database finds
                 each query's candidate rows, only those are fetched and scored; for
-                galleries bigger than memory; see :mod:`twinshot.gallery.search_db`).
+                galleries bigger than memory; see :mod:`twinshot.gallery.search_db`), or
+                ``"auto"`` (default: ``"database"`` where it works and the vectors would
+                take more than :data:`~twinshot.gallery.search_db.MEMORY_BUDGET` bytes,
+                else ``"memory"``; :attr:`search_kind` says which).
 
         Raises:
             TwinshotError: no such file, not a gallery, the model cannot be found, or the

@@ -45,8 +45,12 @@ from twinshot.gallery.search import HNSW_MIN_CANDIDATES, RowSearch
 from twinshot.gallery.store import StoredRows
 from twinshot.gallery.stores.base import Nearest, SearchableStore
 
-#: Where a gallery's rows are searched: loaded into memory, or inside the database.
-SEARCH_KINDS = ("memory", "database")
+#: Where a gallery's rows are searched: loaded into memory, inside the database, or
+#: ``"auto"`` (:func:`choose_search`).
+SEARCH_KINDS = ("auto", "memory", "database")
+#: ``search="auto"`` leaves the rows in the database when their float32 vectors would take
+#: more than this many bytes in memory (2 GiB: about 4M rows of 128-d).
+MEMORY_BUDGET = 2 * 1024**3
 #: Rows fetched per query at first beyond ``k`` (at least ``k`` more); grows four-fold.
 FIRST_MARGIN = 32
 
@@ -56,6 +60,20 @@ def tolerance(dim: int) -> float:
     from the exact one: ``1e-4`` plus a float32 summation bound ``8 D 2^-24`` (6e-5 at
     D = 128). Only decides when to fetch more; never changes a score."""
     return 1e-4 + 8.0 * dim * 2.0**-24
+
+
+def choose_search(search: str, store: Any, scorer: Scorer, index: str = "auto", budget: int = MEMORY_BUDGET) -> str:
+    """Resolve ``search="auto"``: ``"database"`` when the store can search itself (PostgreSQL,
+    Milvus), the head's logit follows a distance it orders by (cosine or euclidean), an exact
+    search was not asked of an approximate-only collection, and the rows' float32 vectors
+    would take more than ``budget`` bytes; else ``"memory"``. Other values pass through."""
+    if search != "auto":
+        return search
+    if not isinstance(store, SearchableStore) or scorer.kind not in ("cosine", "euclidean") or scorer.sign < 0:
+        return "memory"
+    if index == "exact" and not store.exact_search:
+        return "memory"
+    return "database" if store.count_embeddings() * store.dim * 4 > budget else "memory"
 
 
 class DatabaseSearch:

@@ -68,7 +68,7 @@ class ServiceConfig:
         index: the gallery's search index (``"auto"``, ``"exact"`` or ``"hnsw"``).
         inference: the runtime that embeds images (``"auto"``, ``"torch"`` or ``"onnx"``;
             see :mod:`twinshot.gallery.inference`).
-        search: where the gallery's rows are searched: ``"memory"`` or ``"database"``
+        search: where the gallery's rows are searched: ``"memory"``, ``"database"`` or ``"auto"``
             (see :mod:`twinshot.gallery.search_db`).
         readonly: serve the gallery read-only (identify, verify, search, list); enroll and
             delete answer 503. A gallery file or folder this process cannot write is served
@@ -86,7 +86,7 @@ class ServiceConfig:
     index: str = "auto"
     inference: str = "auto"
     readonly: bool = False
-    search: str = "memory"
+    search: str = "auto"
 
     def __post_init__(self) -> None:
         from twinshot.gallery.stores import is_uri

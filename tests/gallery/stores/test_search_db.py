@@ -174,8 +174,34 @@ def test_refusals(pg_uri: str, tmp_path: Path) -> None:
         pass
     with pytest.raises(ConfigError, match="SQLite gallery is searched in memory"):
         Gallery.open(tmp_path / "g.db", search="database")
-    with pytest.raises(ConfigError, match="unknown search 'disk'; valid: memory, database"):
+    with pytest.raises(ConfigError, match="unknown search 'disk'; valid: auto, memory, database"):
         Gallery.open(tmp_path / "g.db", search="disk")
+
+
+def test_auto_leaves_big_galleries_in_the_database(pg_uri: str, tmp_path: Path) -> None:
+    """search='auto' (the default) searches in the database only where that works and the
+    vectors would exceed the memory budget."""
+    from twinshot.gallery.index import Scorer
+    from twinshot.gallery.inference import load_embedder
+    from twinshot.gallery.search_db import choose_search
+
+    model = saved_model(tmp_path / "model")
+    koch = saved_model(tmp_path / "koch", head="weighted_l1")
+    with Gallery.create(pg_uri, model) as g:
+        g.enroll_many(_entries(g.dim)[:5])
+    with Gallery.open(pg_uri) as small:
+        assert small.search_kind == "memory" and small.info()["search"] == "memory"
+    store = open_store(pg_uri)
+    try:
+        scorer = Scorer(load_embedder(model)[0].head)
+        assert choose_search("auto", store, scorer, budget=10) == "database"  # 5+ rows x D x 4 bytes > 10
+        assert choose_search("auto", store, scorer, budget=10**9) == "memory"
+        assert choose_search("memory", store, scorer, budget=10) == "memory"  # asked for: kept
+        assert choose_search("auto", store, Scorer(load_embedder(koch)[0].head), budget=10) == "memory"  # no database distance
+    finally:
+        store.close()
+    with Gallery.create(tmp_path / "g.db", model) as lite:
+        assert choose_search("auto", lite._store, scorer, budget=0) == "memory"  # SQLite: no vector index
 
 
 def test_cli_and_http_identify_search_in_the_database(pg_uri: str, tmp_path: Path, capsys) -> None:
