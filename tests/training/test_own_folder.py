@@ -59,6 +59,23 @@ def test_fitting_sizes_train_and_record_the_held_out_classes(faces: Path, tmp_pa
     assert json.loads(capsys.readouterr().out)["n_way"] == 5
 
 
+def test_classes_with_one_photo_are_left_out_of_validation_episodes(tmp_path: Path, capsys) -> None:
+    # like LFW: many people have a single photo; the held-out ones must not crash validation
+    data = make_image_folder(tmp_path / "people", groups=1, classes_per_group=12, per_class=4, size=16, nested=False)
+    for k, cls in enumerate(sorted(data.iterdir())):
+        if k % 2:
+            for extra in sorted(cls.iterdir())[1:]:
+                extra.unlink()
+    out = tmp_path / "run"
+    args = ["train", "--preset", "faces-orl", "--data", str(data), "--out", str(out), "--set", "data.val=6",
+            "--set", "sampler.n_way=3", "--set", "sampler.n_query=1", "--set", "validation.n_way=2", *SMALL]
+    assert cli(args) == 0, capsys.readouterr().err
+    assert (out / "best" / "model.json").exists()
+    capsys.readouterr()
+    assert cli(["evaluate", "heldout", str(out), "--episodes", "5", "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["n_way"] == 2
+
+
 def test_a_finished_run_is_not_overwritten(faces: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     (out / "last").mkdir(parents=True)

@@ -192,6 +192,7 @@ def evaluate_episodes(
     within_group: bool = False,
     batch_size: int = 256,
     progress: bool = False,
+    skip_small: bool = False,
 ) -> EpisodeResult:
     """Accuracy of ``model`` on ``episodes`` seeded N-way K-shot episodes of ``dataset``.
 
@@ -206,6 +207,8 @@ def evaluate_episodes(
             within-alphabet protocol, harder than across alphabets).
         batch_size: images per embedding batch.
         progress: show progress bars on stderr.
+        skip_small: leave classes with fewer than ``n_shot + n_query`` images out of the
+            episodes instead of raising (a training run's validation people with one photo).
 
     Raises:
         ConfigError: for a protocol value out of range.
@@ -224,6 +227,7 @@ def evaluate_episodes(
         class_groups=dataset.class_groups,
         within_group=within_group,
         class_names=dataset.class_names,
+        skip_small=skip_small,
     )
     episode_list = list(sampler)
     if len(episode_list) != episodes:

@@ -38,7 +38,7 @@ def evaluate_heldout(
     v = config.validation
     return evaluate_episodes(
         model, val, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query, episodes=episodes, seed=seed,
-        within_group=v.within_group, progress=progress,
+        within_group=v.within_group, progress=progress, skip_small=True,
     )
 
 

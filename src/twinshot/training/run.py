@@ -300,6 +300,7 @@ def train(
                 r = evaluate_episodes(
                     m, val_data, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query,
                     episodes=v.episodes, seed=v.seed, within_group=v.within_group,
+                    skip_small=True,  # preflight.check_sizes made sure enough classes are left
                 )
             return r.accuracy, r.ci95
 
