@@ -18,10 +18,13 @@ Maps (``--fit``): ``none`` (the copy to three channels); ``affine`` (``(R, G, B)
 offset``, :class:`twinshot.faces.grey.GreyToColour`): Adam on a logistic pair loss over the
 cosine (its scale and threshold learned too), batches of ``--people`` people x 2 photos plus
 as many single photos of other people, a random mirror per photo, ``--steps`` steps.
-``--fit-on calib CHIPS``: fit once on the photos of another chips file (the LFW people outside
+``stem`` / ``net``: the first conv (+ its scale) or every weight of the encoder fine-tuned
+instead, with the same loss plus ``--alpha * ||w - w0||^2`` toward the pretrained weights
+(L2-SP), Adam at ``--lr``. ``--fit-on CHIPS``: fit once on the photos of another chips file (the LFW people outside
 ``pairs_dev.txt``) and score all 8 folds with that one map.
 
-    PYTHONPATH=src python scripts/lfw_grey_adapter.py --input plain --fit affine --steps 150
+    PYTHONPATH=src python scripts/lfw_grey_adapter.py --input plain --fit affine --steps 120
+    PYTHONPATH=src python scripts/lfw_grey_adapter.py --fit net --lr 1e-5 --alpha 1 --steps 80
 """
 
 from __future__ import annotations
@@ -66,20 +69,33 @@ def embed(enc: FaceResNet, x: np.ndarray, adapter: GreyToColour, batch: int = 32
     return np.concatenate(out)
 
 
-def fit_affine(enc: FaceResNet, x: np.ndarray, person: np.ndarray, steps: int, people: int, lr: float, seed: int) -> tuple[list, list, list]:
-    """Fit gain and offset on grey float chips ``x`` of ``person`` ids; returns them and the loss trace."""
+def fit(
+    enc: FaceResNet, x: np.ndarray, person: np.ndarray, steps: int, people: int, lr: float, seed: int,
+    scope: str = "affine", alpha: float = 0.0, average: float = 0.0,
+) -> tuple[list, list, list]:
+    """Fit on grey float chips ``x`` of ``person`` ids. ``scope``: ``affine`` (gain and
+    offset, encoder frozen), ``stem`` (the first conv + scale) or ``net`` (every weight); the
+    latter two change ``enc`` in place, pulled toward the pretrained weights by
+    ``alpha * ||w - w0||^2`` (L2-SP). With ``average`` > 0 the map returned is the mean
+    over that last fraction of the steps (Polyak). Returns gain, offset and the loss trace."""
     rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
     person = np.unique(person, return_inverse=True)[1]
     groups = {}
     for i, p in enumerate(person):
         groups.setdefault(p, []).append(i)
     multi = [v for v in groups.values() if len(v) >= 2]
-    gain = torch.ones(3, requires_grad=True)
-    offset = torch.zeros(3, requires_grad=True)
+    gain = torch.ones(3, requires_grad=scope == "affine")
+    offset = torch.zeros(3, requires_grad=scope == "affine")
     log_s = torch.tensor(np.log(40.0), dtype=torch.float32, requires_grad=True)
     t = torch.tensor(0.9, requires_grad=True)
-    opt = torch.optim.Adam([{"params": [gain, offset], "lr": lr}, {"params": [log_s, t], "lr": 0.02}])
-    trace = []
+    weights = [] if scope == "affine" else list((enc.stem if scope == "stem" else enc).parameters())
+    start = [w.detach().clone() for w in weights]
+    for w in weights:
+        w.requires_grad_(True)
+    groups_ = [{"params": [gain, offset] if scope == "affine" else weights, "lr": lr}, {"params": [log_s, t], "lr": 0.02}]
+    opt = torch.optim.Adam(groups_)
+    trace, kept = [], []
     for step in range(steps):
         chosen = rng.choice(len(multi), people, replace=False)
         idx = [j for c in chosen for j in rng.choice(multi[c], 2, replace=False)]
@@ -98,13 +114,23 @@ def fit_affine(enc: FaceResNet, x: np.ndarray, person: np.ndarray, steps: int, p
         logit = log_s.exp() * (cos - t)
         pos, neg = same & upper, ~same & upper
         loss = F.softplus(-logit[pos]).mean() + F.softplus(logit[neg]).mean()
+        if weights and alpha:
+            loss = loss + alpha * sum(((w - w0) ** 2).sum() for w, w0 in zip(weights, start))
         opt.zero_grad()
         loss.backward()
         opt.step()
-        trace.append(float(loss))
+        trace.append(float(loss.detach()))
+        if step >= steps * (1 - average):
+            kept.append(torch.cat([gain.detach(), offset.detach()]))
         if step % 25 == 0 or step == steps - 1:
+            moved = sum(float(((w - w0) ** 2).sum()) for w, w0 in zip(weights, start)) ** 0.5
             print(f"  step {step} loss {np.mean(trace[-25:]):.4f} gain {gain.detach().numpy().round(3).tolist()} "
-                  f"offset {offset.detach().numpy().round(3).tolist()}", flush=True)
+                  f"offset {offset.detach().numpy().round(3).tolist()} moved {moved:.4f}", flush=True)
+    for w in weights:
+        w.requires_grad_(False)
+    if kept:  # Polyak: the mean of the map over the last steps
+        mean = torch.stack(kept).mean(0)
+        return mean[:3].tolist(), mean[3:].tolist(), trace
     return gain.detach().tolist(), offset.detach().tolist(), trace
 
 
@@ -132,7 +158,9 @@ def main() -> None:
     ap.add_argument("--chips", type=Path, default=Path("runs/lfw_chips_centre.npz"))
     ap.add_argument("--pairs", default="../shared/datasets/lfw/pairs_dev.txt")
     ap.add_argument("--input", default="plain", choices=("plain", "equalize", "stdz"))
-    ap.add_argument("--fit", default="none", choices=("none", "affine", "given"))
+    ap.add_argument("--fit", default="none", choices=("none", "affine", "stem", "net", "given"))
+    ap.add_argument("--average", type=float, default=0.0, help="--fit affine: return the mean map over this last fraction of steps")
+    ap.add_argument("--alpha", type=float, default=0.0, help="L2-SP weight for --fit stem/net")
     ap.add_argument("--gain", type=float, nargs=3, default=(1.0, 1.0, 1.0), help="with --fit given")
     ap.add_argument("--offset", type=float, nargs=3, default=(0.0, 0.0, 0.0), help="with --fit given")
     ap.add_argument("--fit-on", type=Path, help="fit once on this chips npz (other people) instead of cross-fitting")
@@ -145,6 +173,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     enc = FaceResNet(mirror=True).eval().requires_grad_(False)
+    pretrained = {k: v.clone() for k, v in enc.state_dict().items()}
     data = np.load(args.chips)
     paths = data["paths"].tolist()
     chips = data["chips"]
@@ -165,7 +194,7 @@ def main() -> None:
         ochips = other["chips"]
         oper = np.array([os.path.basename(os.path.dirname(p)) for p in other["paths"].tolist()])
         xo = transform(ochips, args.input, ochips)
-        gain, offset, trace = fit_affine(enc, xo, oper, args.steps, args.people, args.lr, args.seed)
+        gain, offset, trace = fit(enc, xo, oper, args.steps, args.people, args.lr, args.seed, args.fit, args.alpha, args.average)
         fits.append({"gain": gain, "offset": offset, "loss_first": float(np.mean(trace[:25])), "loss_last": float(np.mean(trace[-25:]))})
         emb = embed(enc, transform(chips, args.input, ochips), GreyToColour(gain, offset))
         results = [score_half(emb, index, folds, h) for h in halves]
@@ -175,8 +204,11 @@ def main() -> None:
             judge_mask = np.isin(fold_of_photo, judged)
             ref = chips[fit_mask]
             adapter = GreyToColour()
-            if args.fit == "affine":
-                gain, offset, trace = fit_affine(enc, transform(ref, args.input, ref), names[fit_mask], args.steps, args.people, args.lr, args.seed)
+            if args.fit in ("stem", "net"):
+                enc.load_state_dict(pretrained)
+            if args.fit in ("affine", "stem", "net"):
+                gain, offset, trace = fit(enc, transform(ref, args.input, ref), names[fit_mask], args.steps, args.people, args.lr,
+                                          args.seed, args.fit, args.alpha, args.average)
                 fits.append({"fitted_on_folds": [k + 1 for k in fitted], "gain": gain, "offset": offset,
                              "loss_first": float(np.mean(trace[:25])), "loss_last": float(np.mean(trace[-25:]))})
                 adapter = GreyToColour(gain, offset)
@@ -187,7 +219,7 @@ def main() -> None:
             print(f"  folds {[k + 1 for k in judged]}: {results[-1]} ({time.time() - t0:.0f}s)", flush=True)
         results = results[::-1]  # folds 1-4 first
     out = {"input": args.input, "fit": args.fit, "fit_on": os.fspath(args.fit_on) if args.fit_on else "cross",
-           "steps": args.steps, "people": args.people, "lr": args.lr, "seed": args.seed, **pooled(results), "fits": fits,
+           "steps": args.steps, "people": args.people, "lr": args.lr, "alpha": args.alpha, "average": args.average, "seed": args.seed, **pooled(results), "fits": fits,
            "seconds": round(time.time() - t0)}
     if args.fit == "given":
         out.update(gain=list(args.gain), offset=list(args.offset))
