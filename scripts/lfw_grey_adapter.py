@@ -142,8 +142,15 @@ def score_half(emb: np.ndarray, index: dict, folds: list, which: list[int]) -> d
     fold_of = np.concatenate([np.full(len(folds[k]), j) for j, k in enumerate(which)])
     u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     r = lfw_protocol((u[i1] * u[i2]).sum(1), same, fold_of)
-    return {"acc": 100 * r.accuracy, "eer": 100 * r.pooled.eer, "tar1e-3": 100 * r.pooled.tar_at_far["1e-3"],
+    return {"acc": 100 * r.accuracy, "se": 100 * r.standard_error, "eer": 100 * r.pooled.eer, "auc": r.pooled.auc, "tar1e-3": 100 * r.pooled.tar_at_far["1e-3"],
             "folds": [round(100 * f.accuracy, 2) for f in r.folds]}
+
+
+def score_all(emb: np.ndarray, index: dict, folds: list) -> dict:
+    """The official protocol over all folds of the pooled (cross-fitted) descriptors: threshold
+    from the other folds (7 of 8), as ``twinshot evaluate lfw``."""
+    r = score_half(emb, index, folds, list(range(len(folds))))
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
 
 
 def pooled(results: list[dict]) -> dict:
@@ -169,6 +176,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-emb", type=Path)
+    ap.add_argument("--rescore", type=Path, help="only score these saved descriptors (--save-emb) over all folds")
     ap.add_argument("--log", type=Path, default=Path("runs/grey_adapter.jsonl"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -185,6 +193,9 @@ def main() -> None:
             fold_of_photo[index[os.fspath(p.path1)]] = k
             fold_of_photo[index[os.fspath(p.path2)]] = k
     names = np.array([os.path.basename(os.path.dirname(p)) for p in paths])
+    if args.rescore:
+        print(json.dumps({"rescore": os.fspath(args.rescore), **score_all(np.load(args.rescore), index, folds)}))
+        return
     halves = [list(range(0, len(folds) // 2)), list(range(len(folds) // 2, len(folds)))]
     emb = np.zeros((len(paths), 128), dtype=np.float32)
     results, fits = [], []
@@ -221,6 +232,7 @@ def main() -> None:
     out = {"input": args.input, "fit": args.fit, "fit_on": os.fspath(args.fit_on) if args.fit_on else "cross",
            "steps": args.steps, "people": args.people, "lr": args.lr, "alpha": args.alpha, "average": args.average, "seed": args.seed, **pooled(results), "fits": fits,
            "seconds": round(time.time() - t0)}
+    out["all_folds"] = score_all(emb, index, folds)
     if args.fit == "given":
         out.update(gain=list(args.gain), offset=list(args.offset))
     print(json.dumps(out), flush=True)
