@@ -55,3 +55,19 @@ def test_encoder_applies_the_map_only_to_grey_input() -> None:
         assert torch.allclose(b[0], plain(GreyToColour(GAIN, OFFSET)(x[:1]))[0], atol=1e-6)
         # the ported net itself (face-api parity) never sees the map
         assert torch.allclose(mapped.descriptor(x), plain.descriptor(x), atol=1e-6)
+
+
+def test_a_saved_model_keeps_its_map(tmp_path) -> None:
+    from twinshot.data.images import Preprocessing
+    from twinshot.models import ModelSpec, build_model, load_model, save_model
+    from twinshot.models.io import fingerprint
+
+    params = {"pretrained": False, "grey_gain": list(GAIN), "grey_offset": list(OFFSET)}
+    spec = ModelSpec(encoder="face-resnet", encoder_params=params, head="cosine", preprocessing=Preprocessing(size=(150, 150), channels=3))
+    model = build_model(spec).eval()
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert torch.allclose(loaded.encoder.grey.gain.flatten(), torch.tensor(GAIN))
+    assert torch.allclose(loaded.encoder.grey.offset.flatten(), torch.tensor(OFFSET))
+    plain = build_model(ModelSpec(**{**spec.__dict__, "encoder_params": {"pretrained": False}}))
+    plain.load_state_dict(model.state_dict())
+    assert fingerprint(loaded) == fingerprint(model) != fingerprint(plain)  # the map changes the embeddings' cache key
