@@ -41,10 +41,8 @@ class GreyToColour(nn.Module):
             raise ConfigError(f"grey_gain and grey_offset take 3 numbers each (R, G, B), got {list(gain)} and {list(offset)}")
         self.register_buffer("gain", torch.tensor([float(g) for g in gain]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("offset", torch.tensor([float(o) for o in offset]).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def identity(self) -> bool:
-        return bool((self.gain == 1).all() and (self.offset == 0).all())
+        #: the plain copy: the encoder skips the map (no per-image cost)
+        self.identity = all(float(g) == 1.0 for g in gain) and all(float(o) == 0.0 for o in offset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mapped = x[:, :1] * self.gain + self.offset
