@@ -21,7 +21,10 @@ as many single photos of other people, a random mirror per photo, ``--steps`` st
 ``stem`` / ``net``: the first conv (+ its scale) or every weight of the encoder fine-tuned
 instead, with the same loss plus ``--alpha * ||w - w0||^2`` toward the pretrained weights
 (L2-SP), Adam at ``--lr``. ``--fit-on CHIPS``: fit once on the photos of another chips file (the LFW people outside
-``pairs_dev.txt``) and score all 8 folds with that one map.
+``pairs_dev.txt``) and score all 8 folds with that one map. Every run also scores the pooled
+descriptors (each photo embedded by a map fitted on other people) with the official protocol
+(threshold from the other 7 folds: ``all_folds``); ``--rescore EMB.npy`` repeats that on
+descriptors saved by ``--save-emb``. Results are appended to ``--log`` (JSON lines).
 
     PYTHONPATH=src python scripts/lfw_grey_adapter.py --input plain --fit affine --steps 120
     PYTHONPATH=src python scripts/lfw_grey_adapter.py --fit net --lr 1e-5 --alpha 1 --steps 80
