@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,9 +39,15 @@ def main() -> None:
     parser.add_argument("--calibration", type=Path, required=True, help="pairs CSV of people outside the evaluated folds")
     parser.add_argument("--lfw", type=Path, help="JSON of `twinshot evaluate lfw ... --json` to record in model.json")
     parser.add_argument("--out", type=Path, default=Path("src/twinshot/pretrained/faces"))
+    parser.add_argument("--grey-gain", type=float, nargs=3, help="R G B gains of the grey-to-colour map (scripts/lfw_grey_adapter.py)")
+    parser.add_argument("--grey-offset", type=float, nargs=3, help="R G B offsets of that map (0-1 scale)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = build_model(SPEC).eval()
+    spec = SPEC
+    if args.grey_gain or args.grey_offset:
+        grey = {"grey_gain": list(args.grey_gain or (1.0, 1.0, 1.0)), "grey_offset": list(args.grey_offset or (0.0, 0.0, 0.0))}
+        spec = replace(SPEC, encoder_params={**SPEC.encoder_params, **grey})
+    model = build_model(spec).eval()
     pairs = read_pairs_csv(args.calibration)
     emb: dict[Path, torch.Tensor] = {}
     for path in dict.fromkeys(p for pair in pairs for p in (pair.path1, pair.path2)):
@@ -55,7 +62,9 @@ def main() -> None:
     model.head.set_logistic(scale, bias)
     extra = {
         "made_with": "scripts/make_faces_model.py (no training: face-api's pretrained dlib ResNet)",
-        "command": f"python scripts/make_faces_model.py --calibration {args.calibration} --lfw {args.lfw} --out {args.out}",
+        "command": f"python scripts/make_faces_model.py --calibration {args.calibration} --lfw {args.lfw} --out {args.out}"
+        + (f" --grey-gain {' '.join(map(str, args.grey_gain))}" if args.grey_gain else "")
+        + (f" --grey-offset {' '.join(map(str, args.grey_offset))}" if args.grey_offset else ""),
         "encoder_weights": "twinshot/faces/face_api/face_recognition.safetensors (@vladmandic/face-api 1.7.15, MIT; see PROVENANCE.json)",
         "calibration": {
             "pairs": len(kept), "same": int(same.sum()), "skipped_no_face": len(pairs) - len(kept), "scale": scale, "bias": bias,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from twinshot.errors import ConfigError
+from twinshot.faces.grey import IDENTITY, GreyToColour
 from twinshot.faces.weights import hwio_to_oihw, load_packaged
 from twinshot.models.encoders import Encoder
 
@@ -91,18 +92,30 @@ class FaceResNet(Encoder):
         train_from: fine-tune only from this layer on (a block name of :data:`BLOCKS`, or
             ``"fc"``): everything before it is frozen (``requires_grad`` off) and run without
             autograd, which saves its backward pass. ``""``: the whole net trains.
+        grey_gain, grey_offset: the (R, G, B) gains and offsets of the grey-to-colour map
+            applied to grey inputs (three equal channels) before the net
+            (:class:`twinshot.faces.grey.GreyToColour`); the defaults copy the grey value,
+            and a colour input is never changed.
     """
 
     embedding_dim = 128
     input_shape = (3, 150, 150)
     normalized = False
 
-    def __init__(self, pretrained: bool = True, mirror: bool = False, train_from: str = "") -> None:
+    def __init__(
+        self,
+        pretrained: bool = True,
+        mirror: bool = False,
+        train_from: str = "",
+        grey_gain: tuple[float, ...] = IDENTITY[0],
+        grey_offset: tuple[float, ...] = IDENTITY[1],
+    ) -> None:
         super().__init__()
         names = [name for name, *_ in BLOCKS]
         if train_from not in ("", *names, "fc"):
             raise ConfigError(f"face-resnet train_from must be '', 'fc' or a block name ({', '.join(names)}), got {train_from!r}")
         self.mirror = mirror
+        self.grey = GreyToColour(grey_gain, grey_offset)
         #: blocks run without autograd (-1: none, the stem trains too)
         self.n_frozen = -1 if not train_from else (len(BLOCKS) if train_from == "fc" else names.index(train_from))
         self.register_buffer("mean", torch.tensor(MEAN_RGB).div(255.0).view(1, 3, 1, 1), persistent=False)
@@ -129,7 +142,10 @@ class FaceResNet(Encoder):
             self.fc.copy_(w["fc"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, 150, 150)`` RGB in [0, 1] -> ``(B, 128)``."""
+        """``(B, 3, 150, 150)`` RGB in [0, 1] -> ``(B, 128)``; grey images go through
+        :attr:`grey` first."""
+        if not self.grey.identity:
+            x = self.grey(x)
         if self.mirror:
             b = x.shape[0]
             out = self.descriptor(torch.cat([x, x.flip(3)], 0))

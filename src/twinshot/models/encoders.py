@@ -175,12 +175,19 @@ def shifted_views(x: torch.Tensor) -> list[torch.Tensor]:
 
 @ENCODERS.register("face-resnet")
 def face_resnet(
-    in_channels: int = 3, input_size: int = 150, pretrained: bool = True, mirror: bool = False, train_from: str = ""
+    in_channels: int = 3,
+    input_size: int = 150,
+    pretrained: bool = True,
+    mirror: bool = False,
+    train_from: str = "",
+    grey_gain: tuple[float, ...] = (1.0, 1.0, 1.0),
+    grey_offset: tuple[float, ...] = (0.0, 0.0, 0.0),
 ) -> Encoder:
     """dlib's ResNet face descriptor from face-api (``(B, 3, 150, 150)`` in [0, 1] -> ``(B, 128)``),
-    with its packaged pretrained weights; see :mod:`twinshot.faces.resnet`."""
+    with its packaged pretrained weights; see :mod:`twinshot.faces.resnet`. ``grey_gain`` and
+    ``grey_offset`` map a grey input to colour first (:mod:`twinshot.faces.grey`)."""
     if in_channels != 3 or input_size != 150:
         raise ConfigError("the face-resnet encoder takes 3x150x150 RGB inputs (channels=3, size 150x150)")
     from twinshot.faces.resnet import FaceResNet  # the packaged weights load only when asked for
 
-    return FaceResNet(pretrained=pretrained, mirror=mirror, train_from=train_from)
+    return FaceResNet(pretrained=pretrained, mirror=mirror, train_from=train_from, grey_gain=tuple(grey_gain), grey_offset=tuple(grey_offset))
