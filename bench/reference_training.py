@@ -2,7 +2,7 @@
 baseline that ``bench/run.py`` compares twinshot's trainer with.
 
 * a :class:`torch.utils.data.Dataset` that, for each item, reads the PNG from the zip,
-  decodes it with PIL, converts it to grey, resizes it to 28x28 (bilinear), inverts it
+  decodes it with PIL, converts it to grey, resizes it to the preset's size (bilinear), inverts it
   (ink becomes the foreground) and applies a random affine distortion *to that one image*
   with PIL (the distribution of :class:`twinshot.data.KochAffine`: each of rotation
   U(-10, 10) degrees, shear U(-0.3, 0.3), scale U(0.8, 1.2) and translation U(-2, 2) px
@@ -75,7 +75,7 @@ def random_affine(rng: np.random.Generator, size: int, p: float = 0.5) -> tuple[
 
 
 class OmniglotZipDataset(Dataset):
-    """One item: ``(image float (1, 28, 28), label)``, decoded from the zip on every access."""
+    """One item: ``(image float (1, size, size), label)``, decoded from the zip on every access."""
 
     def __init__(self, zip_path: str | Path, members: Sequence[str], labels: Sequence[int], size: int = 28, augment: bool = True) -> None:
         self.zip_path = str(zip_path)
@@ -146,10 +146,10 @@ def prototypical_loss(embeddings: torch.Tensor, n_way: int, n_shot: int, n_query
 
 def make_loader(
     zip_path: str | Path, alphabets: Sequence[str] | None, *, n_way: int, n_shot: int, n_query: int, steps: int,
-    workers: int = 2, seed: int = 0, augment: bool = True,
+    workers: int = 2, seed: int = 0, augment: bool = True, size: int = 28,
 ) -> DataLoader:
     members, labels, _ = list_characters(zip_path, alphabets)
-    dataset = OmniglotZipDataset(zip_path, members, labels, augment=augment)
+    dataset = OmniglotZipDataset(zip_path, members, labels, size=size, augment=augment)
     sampler = EpisodeBatchSampler(labels, n_way, n_shot, n_query, steps, seed)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0)
 
@@ -190,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     s = config.sampler
     torch.manual_seed(0)
     model = build_model(model_spec(config))
-    loader = make_loader(OMNIGLOT, None, n_way=s.n_way, n_shot=s.n_shot, n_query=s.n_query, steps=args.steps, workers=args.workers)
+    size = model_spec(config).preprocessing.size[0]
+    loader = make_loader(OMNIGLOT, None, n_way=s.n_way, n_shot=s.n_shot, n_query=s.n_query, steps=args.steps, workers=args.workers, size=size)
     r = train_steps(model, loader, n_way=s.n_way, n_shot=s.n_shot, n_query=s.n_query, lr=config.optimizer.lr)
     print(f"reference: {r['images_per_s']:.0f} images/s over {r['images']} images (loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f})")
 

@@ -196,7 +196,7 @@ def reference_training(config: Any, data: Any, *, steps: int, repeats: int, work
     if not zip_path.is_absolute():
         zip_path = Path(__file__).resolve().parents[1] / zip_path
     loader = ref.make_loader(zip_path, train_alphabets, n_way=s.n_way, n_shot=s.n_shot, n_query=s.n_query,
-                             steps=(repeats + 1) * steps, workers=workers)
+                             steps=(repeats + 1) * steps, workers=workers, size=model_spec(config).preprocessing.size[0])
     torch.manual_seed(0)
     model = build_model(model_spec(config))
     durations: list[float] = []
