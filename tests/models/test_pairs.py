@@ -100,3 +100,20 @@ def test_head_contract_gradients_reach_the_cnn() -> None:
     logits.sum().backward()
     for t in [e1.grad, e2.grad, *[p.grad for p in head.parameters()]]:
         assert t is not None and torch.isfinite(t).all()
+
+
+def test_a_gallery_verifies_claims_with_the_pair_head(tmp_path: Path) -> None:
+    """The gallery stores pair_input embeddings and scores a claim with the head (rule max)."""
+    from twinshot.gallery import Gallery
+
+    model = _model()
+    save_model(model, tmp_path / "m")
+    rng = np.random.default_rng(0)
+    refs = [rng.integers(0, 256, (H, W), dtype=np.uint8) for _ in range(3)]
+    with Gallery.create(tmp_path / "bank.db", tmp_path / "m") as bank:
+        bank.enroll("writer1", refs)
+        claim = bank.verify_claim("writer1", refs[1])
+    with torch.no_grad():
+        e = model.embed(model.preprocessing.to_float(torch.from_numpy(np.stack(refs))[:, None]))
+        expected = model.head.pairwise_logits(e[1:2], e).max().item()
+    assert claim.score == pytest.approx(expected, abs=1e-4)
