@@ -18,50 +18,26 @@ import numpy as np
 import torch
 
 from cedar_exp import SPLITS, claims_eval, load_all, pair_indices, rates
-from twinshot.writer_dependent.handcrafted import hog_features
-
-
-def lbp_features(x: np.ndarray, grid=(3, 4)) -> np.ndarray:
-    """Rotation-invariant uniform LBP (8 neighbours, radius 1) histograms per cell, 10 bins."""
-    n, h, w = x.shape
-    c = x[:, 1:-1, 1:-1]
-    offs = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
-    bits = np.stack([(x[:, 1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] >= c) for dy, dx in offs], -1).astype(np.int32)
-    trans = np.abs(np.diff(np.concatenate([bits, bits[..., :1]], -1), axis=-1)).sum(-1)
-    ones = bits.sum(-1)
-    code = np.where(trans <= 2, ones, 9)
-    ink = c > 0.3  # only around strokes: codes on blank paper are all 8
-    near = ink | (bits.sum(-1) < 8)
-    rows, cols = grid
-    hh, ww = c.shape[1:]
-    ys = np.linspace(0, hh, rows + 1).astype(int)
-    xs = np.linspace(0, ww, cols + 1).astype(int)
-    out = np.zeros((n, rows, cols, 10), np.float32)
-    for i in range(rows):
-        for j in range(cols):
-            cc = code[:, ys[i]:ys[i + 1], xs[j]:xs[j + 1]].reshape(n, -1)
-            m = near[:, ys[i]:ys[i + 1], xs[j]:xs[j + 1]].reshape(n, -1)
-            for b in range(10):
-                out[:, i, j, b] = ((cc == b) & m).sum(1)
-            out[:, i, j] /= out[:, i, j].sum(1, keepdims=True) + 1e-6
-    return out.reshape(n, -1)
-
-
-def density(x: np.ndarray, grid=(10, 15)) -> np.ndarray:
-    t = torch.from_numpy(x)[:, None]
-    return torch.nn.functional.adaptive_avg_pool2d(t, grid).flatten(1).numpy()
+from twinshot.writer_dependent.handcrafted import (
+    DESCRIPTOR_DENSITY_GRID,
+    DESCRIPTOR_HOG_GRIDS,
+    DESCRIPTOR_LBP_GRIDS,
+    hog_features,
+    ink_density,
+    lbp_features,
+)
 
 
 def features(x: np.ndarray, kind: str) -> np.ndarray:
+    """The descriptor's parts named in ``kind`` ("hog,lbp,den": all of
+    twinshot.writer_dependent.handcrafted.signature_descriptor, 3,130 numbers)."""
     parts = []
     if "hog" in kind:
-        for grid in ((3, 5), (6, 9), (12, 18)):
-            parts.append(hog_features(x, grid))
+        parts += [hog_features(x, g) for g in DESCRIPTOR_HOG_GRIDS]
     if "lbp" in kind:
-        for grid in ((1, 1), (3, 4)):
-            parts.append(lbp_features(x, grid))
+        parts += [lbp_features(x, g) for g in DESCRIPTOR_LBP_GRIDS]
     if "den" in kind:
-        parts.append(density(x))
+        parts.append(ink_density(x, DESCRIPTOR_DENSITY_GRID))
     return np.concatenate(parts, 1).astype(np.float32)
 
 

@@ -8,6 +8,8 @@ on the held-out writers' skilled EER (as the preset); then the pairs and claims 
 the R references) of those writers.
 
     PYTHONPATH=src:scripts python scripts/cedar_twochannel.py --split 0 --steps 600 --eval-every 300 --out runs/exp/2ch_s0.pt
+    # run 20: longer, the last step kept (no selection on the held-out writers)
+    PYTHONPATH=src:scripts python scripts/cedar_twochannel.py --split 0 --steps 1200 --eval-every 1200 --keep last --claims-r '' --out runs/exp/2ch1200_s0.pt
 """
 from __future__ import annotations
 
@@ -67,6 +69,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--size", default="150,220")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--claims-r", default="1,5,12", help="references per claim in the final claims report ('' for none)")
+    ap.add_argument("--keep", choices=("best", "last"), default="best",
+                    help="best: the step with the lowest held-out skilled EER (runs 16); last: the final step, no selection")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -115,7 +120,7 @@ def main():
             sg = score_pairs(model, x, gen); ss = score_pairs(model, x, skl)
             es, fs = rates(sg, ss)
             rec = {"step": step, "skilled_eer": es, "skilled_frr_far1": fs, "time": time.time() - t0}
-            if es < best[0]:
+            if a.keep == "last" or es < best[0]:
                 best = (es, step)
                 if a.out:
                     torch.save(model.state_dict(), a.out)
@@ -126,7 +131,7 @@ def main():
         model.load_state_dict(torch.load(a.out))
     sg = score_pairs(model, x, gen)
     print(json.dumps({"best_step": best[1], "pairs_skilled": rates(sg, score_pairs(model, x, skl)), "pairs_random": rates(sg, score_pairs(model, x, rnd))}), flush=True)
-    for R in (1, 5, 12):
+    for R in [int(r) for r in a.claims_r.split(",") if r]:
         def fn(w, refs, q):
             p = np.array([(r, i) for i in q for r in refs])
             s = score_pairs(model, x, p).reshape(len(q), len(refs))

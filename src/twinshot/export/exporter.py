@@ -407,6 +407,9 @@ def export_model(
         raise ConfigError(f"{out}: is a directory; give the file to write (e.g. {out / ('encoder.' + ('onnx' if fmt == 'onnx' else 'pt'))})")
     start = time.perf_counter()
     net, source = resolve(model)
+    if not getattr(net.encoder, "exportable", True):
+        enc = net.spec.encoder if net.spec is not None else type(net.encoder).__name__
+        raise ConfigError(f"the {enc} encoder computes handcrafted features in numpy: it cannot be exported to {fmt}; use the model with torch")
     from twinshot.models.io import fingerprint
 
     fp = fingerprint(net)

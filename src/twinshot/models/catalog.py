@@ -1,5 +1,5 @@
 """What ``twinshot models list`` shows: each shipped model described from its own files
-(the preset's header comment, ``model.json``, ``config.toml``, ``summary.json``), and the
+(the preset's header comment, else ``model.json``'s ``extra.description``, ``model.json``, ``config.toml``, ``summary.json``), and the
 registered encoders, heads and losses with the first line of their docstrings."""
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def preset_description(name: str) -> str:
 def shipped_model_info(name: str) -> dict[str, Any]:
     """One shipped model: description, encoder, head, loss, input, validation accuracy."""
     directory = PRETRAINED_DIR / name
-    spec = json.loads((directory / SPEC).read_text())["spec"]
+    meta = json.loads((directory / SPEC).read_text())
+    spec = meta["spec"]
     from twinshot.training import toml
 
     config = toml.loads((directory / "config.toml").read_text()) if (directory / "config.toml").is_file() else {}
@@ -49,7 +50,7 @@ def shipped_model_info(name: str) -> dict[str, Any]:
     size = pre.get("size", [0, 0])
     return {
         "name": name,
-        "description": preset_description(name),
+        "description": preset_description(name) or _first_sentence(str(meta.get("extra", {}).get("description", ""))),
         "encoder": spec.get("encoder"),
         "embedding_dim": spec.get("encoder_params", {}).get("embedding_dim"),
         "head": spec.get("head"),
