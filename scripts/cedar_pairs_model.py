@@ -63,12 +63,12 @@ def dichotomy(split: int, f: np.ndarray, writer, genuine) -> tuple[np.ndarray, f
     return w, b
 
 
-def build(split: int, checkpoint: str, x: torch.Tensor, writer, genuine, n_fusion: int = 6000):
+def build(split: int, checkpoint: str, x: torch.Tensor, writer, genuine, n_fusion: int = 6000, symmetric: bool = False):
     val = SPLITS[split]
     train = [w for w in range(1, 46) if w not in val]
     spec = ModelSpec(
         encoder="pair_input", encoder_params={"input_width": 220},
-        head="twochannel_dichotomy", head_params={"image_shape": [150, 220]},
+        head="twochannel_dichotomy", head_params={"image_shape": [150, 220], **({"symmetric": True} if symmetric else {})},
         preprocessing=Preprocessing(size=(150, 220), channels=1, invert=True, keep_aspect=True),
     )
     model = build_model(spec)
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--split", type=int, default=0)
     ap.add_argument("--checkpoint", default=None, help="the 2-channel net's state dict (without it: only fit and cache the dichotomy)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--symmetric", action="store_true", help="average the CNN's logit over both channel orders")
     a = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -104,7 +105,7 @@ def main() -> None:
             w, b = dichotomy(split, f, writer, genuine)
             print(json.dumps({"split": split, "dichotomy_bias": b, "nonzero": int((w != 0).sum())}), f"{time.time() - t0:.0f}s", flush=True)
         return
-    model, info = build(a.split, a.checkpoint, x, writer, genuine)
+    model, info = build(a.split, a.checkpoint, x, writer, genuine, symmetric=a.symmetric)
     print(json.dumps(info), f"{time.time() - t0:.0f}s", flush=True)
     val = SPLITS[a.split]
     idx = np.nonzero(np.isin(writer, val))[0]
@@ -136,7 +137,7 @@ def main() -> None:
     print(json.dumps({"split": a.split, "claims": claims}), f"{time.time() - t0:.0f}s", flush=True)
     if a.out:
         cmd = (f"PYTHONPATH=src:scripts python scripts/cedar_pairs_model.py --split {a.split} "
-               f"--checkpoint {a.checkpoint} --out {a.out}")
+               f"--checkpoint {a.checkpoint} --out {a.out}" + (" --symmetric" if a.symmetric else ""))
         save_model(model, a.out, extra={
             "trained_with": "scripts/cedar_twochannel.py + scripts/cedar_pairs_model.py", "command": cmd,
             "protocol": f"writer-independent CEDAR: trained on 35 writers, held out {' '.join(map(str, val))} (split {a.split}); last step, no selection",

@@ -18,8 +18,8 @@ from twinshot.writer_dependent.handcrafted import descriptor_size, signature_des
 H, W = 30, 44
 
 
-def _model() -> torch.nn.Module:
-    spec = ModelSpec("pair_input", {"input_width": W}, "twochannel_dichotomy", {"image_shape": [H, W], "widths": [4, 4, 4, 4, 4]},
+def _model(**head: object) -> torch.nn.Module:
+    spec = ModelSpec("pair_input", {"input_width": W}, "twochannel_dichotomy", {"image_shape": [H, W], "widths": [4, 4, 4, 4, 4], **head},
                      Preprocessing(size=(H, W), invert=True, keep_aspect=True))
     torch.manual_seed(0)
     model = build_model(spec).eval()
@@ -74,6 +74,24 @@ def test_head_bad_parameters() -> None:
         head.set_parts(np.zeros(descriptor_size()), 0.0, [0, 0, 0, 1])
     with pytest.raises(ConfigError, match="expected"):
         head.similarity(torch.zeros(1, 10), torch.zeros(1, 10))
+
+
+def test_symmetric_head_scores_both_orders_alike_and_survives_saving(tmp_path: Path) -> None:
+    plain, sym = _model(), _model(symmetric=True)
+    x = torch.rand(4, 1, H, W)
+    e = sym.embed(x)
+    with torch.no_grad():
+        ab, ba = sym.head.similarity(e[:2], e[2:]), sym.head.similarity(e[2:], e[:2])
+        torch.testing.assert_close(ab, ba)
+        # the CNN part is the mean of the two orders of the same (equally seeded) net
+        a_sym, _ = sym.head.parts(e[:2], e[2:])
+        torch.testing.assert_close(a_sym, 0.5 * (plain.head.net(x[:2], x[2:]) + plain.head.net(x[2:], x[:2])))
+        assert not torch.allclose(plain.head.similarity(e[:2], e[2:]), plain.head.similarity(e[2:], e[:2]))
+    save_model(sym, tmp_path / "sym")
+    back = load_model(tmp_path / "sym")
+    assert back.head.symmetric
+    with torch.no_grad():
+        torch.testing.assert_close(back.head.similarity(e[:2], e[2:]), ab)
 
 
 def test_saves_loads_and_refuses_export(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def test_signatures_cedar_pairs_is_the_fused_pair_scorer_of_split_0() -> None:
 
 def test_signatures_cedar_pairs_separates_skilled_forgeries_of_unseen_writers(datasets_dir: Path) -> None:
     """Writer 3 (held out): better than chance on genuine vs skilled forgery pairs (the
-    shipped figure on all ten is EER 22.8%, see docs/applications.md)."""
+    shipped figure on all ten is EER 22.4%, see docs/applications.md)."""
     from twinshot.data.datasets.cedar import cedar_pairs
     from twinshot.evaluation.verification import pair_scores, verification_metrics
 

@@ -108,7 +108,11 @@ class TwoChannelNet(nn.Module):
 class TwoChannelDichotomyHead(Head):
     """Fusion of a 2-channel pair CNN and the dichotomy transform (a logistic regression on
     ``|f(a) - f(b)|`` of handcrafted descriptors), each standardised, summed; for the
-    ``pair_input`` encoder's embeddings. See :mod:`twinshot.models.pairs`."""
+    ``pair_input`` encoder's embeddings. See :mod:`twinshot.models.pairs`.
+
+    With ``symmetric`` the CNN's logit is the mean over both channel orders, so
+    ``score(a, b) == score(b, a)`` (twice the CNN's cost); without it the CNN sees
+    (first, second) as ordered channels."""
 
     def __init__(
         self,
@@ -117,8 +121,10 @@ class TwoChannelDichotomyHead(Head):
         widths: Sequence[int] = (16, 32, 48, 64, 96),
         dropout: float = 0.3,
         batch_size: int = 256,
+        symmetric: bool = False,
     ) -> None:
         super().__init__(1.0, 0.0)
+        self.symmetric = bool(symmetric)
         from twinshot.writer_dependent.handcrafted import descriptor_size
 
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
@@ -147,7 +153,10 @@ class TwoChannelDichotomyHead(Head):
         for i in range(0, e1.shape[0], self.batch_size):
             x1, f1 = self._split(e1[i : i + self.batch_size])
             x2, f2 = self._split(e2[i : i + self.batch_size])
-            cnn.append(self.net(x1, x2))
+            logit = self.net(x1, x2)
+            if self.symmetric:  # the CNN sees (a, b) as ordered channels: average both orders
+                logit = 0.5 * (logit + self.net(x2, x1))
+            cnn.append(logit)
             dich.append((f1 - f2).abs() @ self.lr_weight + self.lr_bias)
         if not cnn:
             z = e1.new_zeros((0,))
