@@ -53,6 +53,24 @@ def sample_train_pairs(writer, genuine, train, rng, n_random=100):
     return np.array(gen), np.array(skl), np.array(rnd)
 
 
+def training_differences(f, writer, genuine, train):
+    """``|f(a) - f(b)|`` of the training writers' pairs (seeded) and their labels (1 = same writer, genuine)."""
+    tg, ts, tr = sample_train_pairs(writer, genuine, train, np.random.default_rng(0))
+    tp = np.concatenate([tg, ts, tr])
+    ty = np.r_[np.ones(len(tg)), np.zeros(len(ts) + len(tr))]
+    return np.abs(f[tp[:, 0]] - f[tp[:, 1]]), ty
+
+
+def fit_logreg(f, writer, genuine, train):
+    """The dichotomy transform's classifier: (logistic regression C 0.1 balanced, its StandardScaler)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    d, ty = training_differences(f, writer, genuine, train)
+    sc = StandardScaler().fit(d)
+    return LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced").fit(sc.transform(d), ty), sc
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kind", default="hog,lbp,den")
@@ -73,23 +91,18 @@ def main():
         f = features(x, a.kind)
         np.save(cache, f)
     print("features", f.shape, f"{time.time()-t0:.0f}s", flush=True)
-    from sklearn.linear_model import LogisticRegression
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.preprocessing import StandardScaler
     for split in [int(s) for s in a.splits.split(",")]:
         val = SPLITS[split]
         train = [w for w in range(1, 46) if w not in val]
-        rng = np.random.default_rng(0)
-        tg, ts, tr = sample_train_pairs(writer, genuine, train, rng)
-        tp = np.concatenate([tg, ts, tr])
-        ty = np.r_[np.ones(len(tg)), np.zeros(len(ts) + len(tr))]
-        d = np.abs(f[tp[:, 0]] - f[tp[:, 1]])
-        sc = StandardScaler().fit(d)
         if a.clf == "logreg":
-            clf = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced")
+            clf, sc = fit_logreg(f, writer, genuine, train)
         else:
+            d, ty = training_differences(f, writer, genuine, train)
+            sc = StandardScaler().fit(d)
             clf = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1, class_weight="balanced", random_state=0, early_stopping=False)
-        clf.fit(sc.transform(d), ty)
+            clf.fit(sc.transform(d), ty)
 
         def score(p):
             return clf.decision_function(sc.transform(np.abs(f[p[:, 0]] - f[p[:, 1]]))) if a.clf == "logreg" else \

@@ -14,10 +14,7 @@ import json
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
-
-from cedar_dichotomy import sample_train_pairs
+from cedar_dichotomy import fit_logreg
 from cedar_exp import SPLITS, claims_eval, load_all, pair_indices, rates
 from cedar_twochannel import TwoChannel, score_pairs
 
@@ -27,12 +24,7 @@ x = xu.float() / 255.0
 f = np.load("runs/exp/feat_hog-lbp-den_150x220.npy")
 for split, val in SPLITS.items():
     train = [w for w in range(1, 46) if w not in val]
-    tg, ts, tr = sample_train_pairs(writer, genuine, train, np.random.default_rng(0))
-    tp = np.concatenate([tg, ts, tr])
-    ty = np.r_[np.ones(len(tg)), np.zeros(len(ts) + len(tr))]
-    d = np.abs(f[tp[:, 0]] - f[tp[:, 1]])
-    sc = StandardScaler().fit(d)
-    clf = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced").fit(sc.transform(d), ty)
+    clf, sc = fit_logreg(f, writer, genuine, train)
     model = TwoChannel()
     model.load_state_dict(torch.load(f"runs/exp/2ch_s{split}.pt"))
     gen, skl, rnd = pair_indices(writer, genuine, val)

@@ -23,10 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
-
-from cedar_dichotomy import sample_train_pairs
+from cedar_dichotomy import fit_logreg, sample_train_pairs
 from cedar_exp import SPLITS, claims_eval, load_all, pair_indices, rates
 from twinshot.models import ModelSpec, build_model, save_model
 from twinshot.preprocessing import Preprocessing
@@ -51,12 +48,7 @@ def dichotomy(split: int, f: np.ndarray, writer, genuine) -> tuple[np.ndarray, f
         z = np.load(cache)
         return z["w"], float(z["b"])
     train = [w for w in range(1, 46) if w not in SPLITS[split]]
-    tg, ts, tr = sample_train_pairs(writer, genuine, train, np.random.default_rng(0))
-    tp = np.concatenate([tg, ts, tr])
-    ty = np.r_[np.ones(len(tg)), np.zeros(len(ts) + len(tr))]
-    d = np.abs(f[tp[:, 0]] - f[tp[:, 1]])
-    sc = StandardScaler().fit(d)
-    clf = LogisticRegression(C=0.1, max_iter=2000, class_weight="balanced").fit(sc.transform(d), ty)
+    clf, sc = fit_logreg(f, writer, genuine, train)
     w = clf.coef_[0] / sc.scale_
     b = float(clf.intercept_[0] - (clf.coef_[0] * sc.mean_ / sc.scale_).sum())
     np.savez(cache, w=w, b=b)

@@ -41,5 +41,5 @@ def test_descriptor_is_hog_lbp_and_density_side_by_side() -> None:
     assert d.shape == (3, descriptor_size()) == (3, 3130)
     np.testing.assert_array_equal(d[:, :150], hog_features(x, (3, 5)))
     np.testing.assert_array_equal(d[:, -150:], ink_density(x, (10, 15)))
-    with pytest.raises(ConfigError, match="expected"):
+    with pytest.raises(ConfigError, match="expects"):
         signature_descriptor(np.zeros((2, 3)))

@@ -24,12 +24,7 @@ def hog_features(images: torch.Tensor | np.ndarray, grid: Sequence[int] = (6, 9)
     Returns:
         float32 ``(N, rows * cols * (bins + 1))``.
     """
-    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    x = x.astype(np.float32)
-    if x.ndim == 4:
-        x = x.mean(1)
-    if x.ndim != 3:
-        raise ConfigError(f"hog_features expects (N, 1, H, W) or (N, H, W) images, got shape {tuple(x.shape)}")
+    x = _gray(images, "hog_features")
     rows, cols = int(grid[0]), int(grid[1])
     n, h, w = x.shape
     if rows < 1 or cols < 1 or rows > h or cols > w or bins < 1:
@@ -53,13 +48,13 @@ def hog_features(images: torch.Tensor | np.ndarray, grid: Sequence[int] = (6, 9)
     return out.reshape(n, -1)
 
 
-def _gray(images: torch.Tensor | np.ndarray) -> np.ndarray:
+def _gray(images: torch.Tensor | np.ndarray, who: str = "handcrafted features") -> np.ndarray:
     x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     x = x.astype(np.float32)
     if x.ndim == 4:
         x = x.mean(1)
     if x.ndim != 3:
-        raise ConfigError(f"expected (N, 1, H, W) or (N, H, W) images, got shape {tuple(x.shape)}")
+        raise ConfigError(f"{who} expects (N, 1, H, W) or (N, H, W) images, got shape {tuple(x.shape)}")
     return x
 
 
