@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from twinshot.data.images import load_image
-from twinshot.evaluation.lfw import lfw_protocol, read_lfw_pairs
+from twinshot.evaluation.lfw import lfw_protocol, pair_arrays, read_lfw_pairs
 from twinshot.faces.align import NoFaceError
 from twinshot.models import load_model
 
@@ -71,10 +71,7 @@ def main() -> None:
     index = {p: i for i, p in enumerate(paths)}
     folds = read_lfw_pairs(args.pairs)
     pairs = [p for f in folds for p in f]
-    i1 = np.array([index[os.fspath(p.path1)] for p in pairs])
-    i2 = np.array([index[os.fspath(p.path2)] for p in pairs])
-    same = np.array([p.same for p in pairs])
-    fold_of = np.concatenate([np.full(len(f), i) for i, f in enumerate(folds)])
+    i1, i2, same, fold_of = pair_arrays(folds, index)
     for name, e in (("largest (shipped)", emb0), ("centre", emb)):
         u = e / np.linalg.norm(e, axis=1, keepdims=True)
         r = lfw_protocol((u[i1] * u[i2]).sum(1), same, fold_of)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from twinshot.data.images import load_image
-from twinshot.evaluation.lfw import lfw_protocol, read_lfw_pairs
+from twinshot.evaluation.lfw import lfw_protocol, pair_arrays, read_lfw_pairs
 from twinshot.faces.align import POINTS, chip_template, similarity_transform, warp_chip
 from twinshot.models import load_model
 
@@ -133,12 +132,7 @@ def main() -> None:
         if not trunk_file.is_file():
             torch.save(torch.cat(trunks), trunk_file)
     index = {p: i for i, p in enumerate(data["paths"].tolist())}
-    folds = read_lfw_pairs(args.pairs)
-    pairs = [p for f in folds for p in f]
-    i1 = np.array([index[os.fspath(p.path1)] for p in pairs])
-    i2 = np.array([index[os.fspath(p.path2)] for p in pairs])
-    same = np.array([p.same for p in pairs])
-    fold_of = np.concatenate([np.full(len(f), i) for i, f in enumerate(folds)])
+    i1, i2, same, fold_of = pair_arrays(read_lfw_pairs(args.pairs), index)
     combos = {"plain": views[:, :1], "mirror": views[:, :2]}
     for k in range(1, args.jitter + 1):
         combos[f"mirror+{k}jit"] = views[:, : 2 + 2 * k]

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from twinshot.evaluation.lfw import lfw_protocol, read_lfw_pairs
+from twinshot.evaluation.lfw import lfw_protocol, pair_arrays, read_lfw_pairs
 from twinshot.faces.grey import GreyToColour
 from twinshot.faces.resnet import FaceResNet
 
@@ -138,11 +138,7 @@ def fit(
 
 
 def score_half(emb: np.ndarray, index: dict, folds: list, which: list[int]) -> dict:
-    pairs = [p for k in which for p in folds[k]]
-    i1 = np.array([index[os.fspath(p.path1)] for p in pairs])
-    i2 = np.array([index[os.fspath(p.path2)] for p in pairs])
-    same = np.array([p.same for p in pairs])
-    fold_of = np.concatenate([np.full(len(folds[k]), j) for j, k in enumerate(which)])
+    i1, i2, same, fold_of = pair_arrays([folds[k] for k in which], index)
     u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     r = lfw_protocol((u[i1] * u[i2]).sum(1), same, fold_of)
     return {"acc": 100 * r.accuracy, "se": 100 * r.standard_error, "eer": 100 * r.pooled.eer, "auc": r.pooled.auc, "tar1e-3": 100 * r.pooled.tar_at_far["1e-3"],

@@ -13,7 +13,7 @@ from tests.conftest import DATASETS
 from twinshot.cli.main import cli
 from twinshot.errors import DataError
 from twinshot.evaluation import lfw_protocol, read_lfw_pairs
-from twinshot.evaluation.lfw import best_threshold
+from twinshot.evaluation.lfw import best_threshold, pair_arrays
 
 LFW = DATASETS / "lfw"
 #: 2 folds of 2 matched + 2 mismatched pairs over 9 real LFW photos (folds 1-8 people).
@@ -60,6 +60,17 @@ def test_csv_folds(tmp_path: Path) -> None:
     assert [len(f) for f in folds] == [2] * 10 and folds[0][0].path1 == tmp_path / "a0.png"
     (tmp_path / "f.csv").write_text("path1,path2,same,fold\na,b,true,x\nc,d,false,y\ne,f,true,x\n")
     assert [len(f) for f in read_lfw_pairs(tmp_path / "f.csv")] == [2, 1]
+
+
+def test_pair_arrays_index_the_pairs_fold_by_fold(tmp_path: Path) -> None:
+    (tmp_path / "f.csv").write_text("path1,path2,same,fold\na,b,true,x\nc,a,false,y\nb,c,true,x\n")
+    folds = read_lfw_pairs(tmp_path / "f.csv")
+    index = {str(tmp_path / n): i for i, n in enumerate("abc")}
+    i1, i2, same, fold_of = pair_arrays(folds, index)
+    assert i1.tolist() == [0, 1, 2] and i2.tolist() == [1, 2, 0]
+    assert same.tolist() == [True, True, False] and fold_of.tolist() == [0, 0, 1]
+    i1, _, _, fold_of = pair_arrays(folds[1:], index)  # a subset of folds is numbered from 0
+    assert i1.tolist() == [2] and fold_of.tolist() == [0]
 
 
 def test_best_threshold_is_the_brute_force_optimum() -> None:

@@ -114,6 +114,21 @@ def _csv_folds(path: Path) -> list[list[Pair]]:
     return list(order.values())
 
 
+def pair_arrays(folds: Sequence[Sequence[Pair]], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The folds' pairs as arrays over embedding rows: ``(i1, i2, same, fold_of)``, each ``(P,)``.
+
+    Args:
+        folds: lists of pairs (e.g. from :func:`read_lfw_pairs`, or a subset of its folds).
+        index: row of each image path (``os.fspath``) in the embeddings.
+    """
+    pairs = [p for fold in folds for p in fold]
+    i1 = np.array([index[os.fspath(p.path1)] for p in pairs], dtype=np.int64)
+    i2 = np.array([index[os.fspath(p.path2)] for p in pairs], dtype=np.int64)
+    same = np.array([bool(p.same) for p in pairs])
+    fold_of = np.concatenate([np.full(len(f), k) for k, f in enumerate(folds)]) if folds else np.zeros(0, np.int64)
+    return i1, i2, same, fold_of
+
+
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     """The threshold that maximises accuracy when accepting ``score >= threshold``: the
     midpoint between the two scores that bracket the best cut (ties: the lowest cut)."""
