@@ -2,7 +2,9 @@
 
 For every distinct photo of a pairs file, runs the tiny face detector once (as
 :func:`twinshot.faces.align.detect_and_align` does: sides 320/416/224/160, then with a grey
-border) and face-api's 68-point landmark net on the detector box in three ways:
+border; ``--pick``: the largest face or, as ``twinshot evaluate lfw`` does, the face at the
+centre; :func:`twinshot.faces.align.find_face`) and face-api's 68-point landmark net on the
+detector box in three ways:
 
 * ``base``: once on the box (what the shipped ``faces`` model does);
 * ``mirror``: the mean of the box and its mirror image (points un-mirrored by the iBUG
@@ -15,6 +17,7 @@ and ``landmarks`` ``(N, 3, 68, 2)`` in the coordinates of the (bordered) photo; 
 face was found. ``scripts/lfw_chip_eval.py`` warps and scores them.
 
     python scripts/lfw_align_variants.py --out runs/lfw_landmarks.npz
+    python scripts/lfw_align_variants.py --pick centre --skip-mirror5 --out runs/lfw_landmarks_centre.npz
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from twinshot.evaluation.lfw import read_lfw_pairs
-from twinshot.faces.align import DETECTOR_SIZES, SCORE_THRESHOLD, _models
+from twinshot.faces.align import NoFaceError, _models, find_face
 
 #: iBUG 68-point index of each point's mirror image.
 FLIP68 = np.array(
@@ -57,9 +60,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", default="../shared/datasets/lfw/pairs_dev.txt")
     ap.add_argument("--out", type=Path, default=Path("runs/lfw_landmarks.npz"))
+    ap.add_argument("--pick", choices=("largest", "centre"), default="largest",
+                    help="which face (twinshot.faces.align.find_face): the model's own, or LFW's centred person")
+    ap.add_argument("--skip-mirror5", action="store_true", help="leave variant 2 (10 passes) NaN")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    detector, marker = _models()
+    _, marker = _models()
     folds = read_lfw_pairs(args.pairs)
     paths = list(dict.fromkeys(os.fspath(q) for f in folds for p in f for q in (p.path1, p.path2)))
     n = len(paths)
@@ -69,37 +75,28 @@ def main() -> None:
     t0 = time.time()
     with torch.no_grad():
         for i, path in enumerate(paths):
-            rgb = Image.open(path).convert("RGB")
-            found = []
-            for attempt in range(2):
-                if attempt == 1:
-                    border[i] = max(rgb.size) // 2
-                    rgb = ImageOps.expand(rgb, border=int(border[i]), fill=(128, 128, 128))
-                arr = np.asarray(rgb, dtype=np.uint8)
-                for side in DETECTOR_SIZES:
-                    found = detector.detect(arr, side, SCORE_THRESHOLD)
-                    if found:
-                        break
-                if found:
-                    break
-            if not found:
-                border[i] = 0
+            if i % 250 == 0:
+                print(f"{i}/{n} {time.time() - t0:.0f}s", flush=True)
+            try:
+                found = find_face(Image.open(path), name=path, pick=args.pick)
+            except NoFaceError:
                 continue
-            b = max(found, key=lambda b: b.area)
+            b, arr = found.box, found.arr
+            border[i] = found.border
             box = (b.x, b.y, b.width, b.height)
             boxes[i] = box
             base = crop_points(marker, arr, box, False)
             mir = crop_points(marker, arr, box, True)
             marks[i, 0] = base
             marks[i, 1] = (base + mir) / 2
+            if args.skip_mirror5:
+                continue
             many = [base, mir]
             d = 0.04 * max(b.width, b.height)
             for dx, dy in ((-d, 0), (d, 0), (0, -d), (0, d)):
                 sb = (b.x + dx, b.y + dy, b.width, b.height)
                 many += [crop_points(marker, arr, sb, False), crop_points(marker, arr, sb, True)]
             marks[i, 2] = np.mean(many, 0)
-            if i % 250 == 0:
-                print(f"{i}/{n} {time.time() - t0:.0f}s", flush=True)
     np.savez(args.out, paths=np.array(paths), border=border, box=boxes, landmarks=marks)
     print("done", time.time() - t0)
 

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from twinshot.data.images import load_image
 from twinshot.evaluation.lfw import lfw_protocol, pair_arrays, read_lfw_pairs
-from twinshot.faces.align import POINTS, chip_template, similarity_transform, warp_chip
+from twinshot.faces.align import PADDING, POINTS, chip_template, similarity_transform, warp_chip
 from twinshot.models import load_model
 
 VARIANTS = ("base", "mirror", "mirror5")
@@ -37,10 +37,10 @@ JITTERS = ((0.02, 0.0, 1.0, 3.0), (-0.02, 0.0, 1.0, -3.0), (0.0, 0.02, 1.05, 0.0
            (0.02, 0.02, 1.0, -3.0), (-0.02, -0.02, 1.0, 3.0), (0.0, 0.0, 1.05, 3.0), (0.0, 0.0, 0.95, -3.0))
 
 
-def chips_for(data, variant: int, fallback) -> np.ndarray:
+def chips_for(data, variant: int, fallback, padding: float = PADDING) -> np.ndarray:
     paths = data["paths"].tolist()
     out = np.zeros((len(paths), 150, 150), dtype=np.uint8)
-    template = chip_template(150)
+    template = chip_template(150, padding)
     for i, path in enumerate(paths):
         pts = data["landmarks"][i, variant]
         if np.isnan(pts).any():

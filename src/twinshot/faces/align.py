@@ -62,6 +62,9 @@ SCORE_THRESHOLD = 0.5
 #: Average the landmarks found in the face's box and in its mirror image (LFW pairs_dev:
 #: 98.44% instead of 98.33% with the cosine head; docs/applications.md).
 MIRROR_LANDMARKS = True
+#: The tiny detector's box in units of dlib's mean face (centre x, centre y, width, height;
+#: :func:`cascade_box`), placeholder until fitted (scripts/lfw_cascade.py).
+CASCADE_BOX = (0.5, 0.5, 1.3, 1.3)
 
 
 class NoFaceError(DataError):
@@ -137,21 +140,28 @@ def _covers(box, x: float, y: float) -> bool:
     return box.x <= x <= box.x + box.width and box.y <= y <= box.y + box.height
 
 
-def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image", pick: str = "largest") -> AlignedFace:
-    """Detect a face in ``image`` and align it to a ``size x size`` chip.
+@dataclass(frozen=True)
+class FoundFace:
+    """The face :func:`find_face` picked: ``box`` in ``rgb`` (the photo, with ``border`` grey
+    pixels added on every side when the detector needed context), ``arr`` its pixels
+    ``(H, W, 3)`` uint8, and how many faces the chosen detector side found."""
 
-    Args:
-        pick: with several faces, ``"largest"`` (a door camera: the person in front) or
-            ``"centre"`` (LFW's labelled face, the one at the photo's centre: the detector
-            sides are tried until one finds a face covering the centre, the nearest to the
-            centre of them is used; if no side does, the face nearest the centre of the
-            first side that found any).
+    rgb: Image.Image
+    arr: np.ndarray
+    box: object  # twinshot.faces.detector.FaceBox
+    border: int
+    n_faces: int
+
+
+def find_face(image: Image.Image, *, name: str = "image", pick: str = "largest") -> FoundFace:
+    """Run the tiny face detector (sides :data:`DETECTOR_SIZES`, then with a grey border) and
+    pick one face (``pick``: see :func:`detect_and_align`).
 
     Raises:
-        DataError: ``"<name>: no face found"`` when the detector finds none.
+        NoFaceError: ``"<name>: no face found"`` when the detector finds none.
     """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    detector, marker = _models()
+    detector, _ = _models()
     centre = (rgb.width / 2, rgb.height / 2)  # the same point with the border added
     boxes: list = []
     first: tuple | None = None  # (boxes, rgb, arr, border) of the first side that found any face
@@ -186,18 +196,79 @@ def detect_and_align(image: Image.Image, size: int = 150, *, name: str = "image"
         box = max(boxes, key=lambda b: b.area)
     if len(boxes) > 1:
         log.warning("%s: %d faces found; using the %s", name, len(boxes), "one nearest the centre" if pick == "centre" else "largest")
-    # face-api's clipAtImageBorders, then floor
-    x0, y0 = max(box.x, 0.0), max(box.y, 0.0)
-    x1, y1 = min(box.x + box.width, float(width)), min(box.y + box.height, float(height))
+    return FoundFace(rgb, arr, box, border, len(boxes))
+
+
+def box_landmarks(arr: np.ndarray, box: tuple[float, float, float, float], *, name: str = "image") -> np.ndarray:
+    """face-api's 68 landmarks ``(68, 2)`` (pixels of ``arr``) of the face in ``box``
+    ``(x, y, width, height)``: the box clipped at the image borders and floored, as face-api
+    crops it; averaged with its mirror image when :data:`MIRROR_LANDMARKS`."""
+    _, marker = _models()
+    height, width = arr.shape[:2]
+    bx, by, bw, bh = box
+    x0, y0 = max(bx, 0.0), max(by, 0.0)
+    x1, y1 = min(bx + bw, float(width)), min(by + bh, float(height))
     left, top, w, h = int(np.floor(x0)), int(np.floor(y0)), int(np.floor(x1 - x0)), int(np.floor(y1 - y0))
     if w < 8 or h < 8:
         raise DataError(f"{name}: the face found is too small ({w}x{h} pixels)")
-    points = marker.landmarks(arr[top : top + h, left : left + w], mirror=MIRROR_LANDMARKS) + (left, top)
-    target = points[list(POINTS)]
-    transform = similarity_transform(chip_template(size), target)
-    chip = warp_chip(rgb, transform, size)
+    return marker.landmarks(arr[top : top + h, left : left + w], mirror=MIRROR_LANDMARKS) + (left, top)
+
+
+def face_frame(points: np.ndarray) -> np.ndarray:
+    """The similarity (2x3) from dlib's mean face (unit square, no padding) to the face of the
+    68 ``points``, fitted on :data:`POINTS` as the chip is."""
+    return similarity_transform(chip_template(1, 0.0), points[list(POINTS)])
+
+
+def cascade_box(points: np.ndarray, box_in_face: tuple[float, float, float, float] = CASCADE_BOX) -> tuple[float, float, float, float]:
+    """The box ``(x, y, width, height)`` the detector would give, on average, for the face of
+    68 ``points``: ``box_in_face`` (centre x, centre y, width, height in units of dlib's mean
+    face) placed by :func:`face_frame`'s translation and scale (the box stays upright)."""
+    frame = face_frame(points)
+    scale = float(np.sqrt(abs(np.linalg.det(frame[:, :2]))))
+    cx, cy = frame[:, :2] @ np.array(box_in_face[:2]) + frame[:, 2]
+    w, h = scale * box_in_face[2], scale * box_in_face[3]
+    return (cx - w / 2, cy - h / 2, w, h)
+
+
+def box_in_face(points: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The inverse of :func:`cascade_box`: an upright ``box`` ``(x, y, width, height)`` in the
+    frame of the face of 68 ``points``, as ``(centre x, centre y, width, height)`` in units
+    of dlib's mean face (what :data:`CASCADE_BOX` holds, fitted over many photos)."""
+    frame = face_frame(points)
+    scale = float(np.sqrt(abs(np.linalg.det(frame[:, :2]))))
+    centre = np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])
+    c = np.linalg.solve(frame[:, :2], centre - frame[:, 2])
+    return np.array([c[0], c[1], box[2] / scale, box[3] / scale])
+
+
+def detect_and_align(
+    image: Image.Image, size: int = 150, *, name: str = "image", pick: str = "largest", cascade: int = 0
+) -> AlignedFace:
+    """Detect a face in ``image`` and align it to a ``size x size`` chip.
+
+    Args:
+        pick: with several faces, ``"largest"`` (a door camera: the person in front) or
+            ``"centre"`` (LFW's labelled face, the one at the photo's centre: the detector
+            sides are tried until one finds a face covering the centre, the nearest to the
+            centre of them is used; if no side does, the face nearest the centre of the
+            first side that found any).
+        cascade: after the landmarks of the detector's box, this many more passes of the
+            landmark net, each on the box :func:`cascade_box` builds from the previous
+            pass's landmarks (the detector's box, de-noised).
+
+    Raises:
+        DataError: ``"<name>: no face found"`` when the detector finds none.
+    """
+    found = find_face(image, name=name, pick=pick)
+    box, border = found.box, found.border
+    points = box_landmarks(found.arr, (box.x, box.y, box.width, box.height), name=name)
+    for _ in range(cascade):
+        points = box_landmarks(found.arr, cascade_box(points), name=name)
+    transform = similarity_transform(chip_template(size), points[list(POINTS)])
+    chip = warp_chip(found.rgb, transform, size)
     # box and landmarks in the caller's photo (without the border)
-    return AlignedFace(chip, (box.x - border, box.y - border, box.width, box.height), points - border, len(boxes))
+    return AlignedFace(chip, (box.x - border, box.y - border, box.width, box.height), points - border, found.n_faces)
 
 
 def align_face(image: Image.Image, method: str, size: tuple[int, int], *, name: str = "image") -> Image.Image:
