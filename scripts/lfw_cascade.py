@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from lfw_chip_eval import chips_for, embed
 from twinshot.evaluation.lfw import lfw_protocol, pair_arrays, read_lfw_pairs
-from twinshot.faces.align import box_in_face, box_landmarks, cascade_box
+from twinshot.faces.align import box_in_face, box_landmarks, cascade_box, upright_landmarks
 from twinshot.models import load_model
 
 
@@ -62,7 +62,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--landmarks", type=Path, default=Path("runs/lfw_landmarks_centre.npz"))
     ap.add_argument("--pairs", default="../shared/datasets/lfw/pairs_dev.txt")
-    ap.add_argument("--recipes", nargs="*", default=["1:1.0"], help="PASSES:K (K scales the box's width and height); 0:1 = shipped")
+    ap.add_argument("--recipes", nargs="*", default=["1:1.0"], help="PASSES[u]:K[:CX] (u: upright crops; K scales the box's width and height; CX replaces its centre x, "
+                    "e.g. 0.49, the mean face's centre); 0:1 = shipped")
     ap.add_argument("--paddings", nargs="+", type=float, default=[0.25])
     ap.add_argument("--out-dir", type=Path, default=Path("runs/cascade"))
     args = ap.parse_args()
@@ -87,8 +88,11 @@ def main() -> None:
     i1, i2, same, fold_of = pair_arrays(folds, index)
     results = {}
     for recipe in ["0:1"] + [r for r in args.recipes if r != "0:1"]:
-        passes, k = int(recipe.split(":")[0]), float(recipe.split(":")[1])
-        tag = f"p{passes}k{k:g}"
+        parts = recipe.split(":")
+        upright = parts[0].endswith("u")  # twinshot.faces.align.upright_landmarks: the crop turned with the face
+        passes, k = int(parts[0].rstrip("u")), float(parts[1])
+        cx = float(parts[2]) if len(parts) > 2 else None  # the box's centre x in the mean face, instead of the fitted one
+        tag = f"p{passes}{'u' if upright else ''}k{k:g}" + (f"x{cx:g}" if cx is not None else "")
         mark_file = args.out_dir / f"landmarks_{tag}.npy"
         if passes == 0:
             marks = first
@@ -103,9 +107,14 @@ def main() -> None:
                         rgb = ImageOps.expand(rgb, border=int(data["border"][i]), fill=(128, 128, 128))
                     arr = np.asarray(rgb, dtype=np.uint8)
                     b = fitted[1 - half[i]] * (1, 1, k, k)  # the other half's box mapping
+                    if cx is not None:
+                        b[0] = cx
                     pts = first[i]
                     for _ in range(passes):
-                        pts = box_landmarks(arr, cascade_box(pts, tuple(b)), name=paths[i])
+                        if upright:
+                            pts = upright_landmarks(rgb, pts, tuple(b))
+                        else:
+                            pts = box_landmarks(arr, cascade_box(pts, tuple(b)), name=paths[i])
                     marks[i] = pts
             np.save(mark_file, marks)
         for pad in args.paddings:
@@ -115,7 +124,8 @@ def main() -> None:
                 emb = np.load(emb_file)
             else:
                 chips = chips_for({"paths": data["paths"], "border": data["border"], "landmarks": marks[:, None]}, 0, fallback, padding=pad)
-                emb = embed(model.encoder, chips, 0)
+                with torch.no_grad():
+                    emb = embed(model.encoder, chips, 0)
                 np.save(emb_file, emb)
             results[name] = score(emb, i1, i2, same, fold_of)
             print(name, json.dumps(results[name]), flush=True)
