@@ -31,6 +31,7 @@ import torch
 from PIL import Image, ImageOps
 
 from lfw_chip_eval import chips_for, embed
+from twinshot.errors import DataError
 from twinshot.evaluation.lfw import lfw_protocol, pair_arrays, read_lfw_pairs
 from twinshot.faces.align import box_in_face, box_landmarks, cascade_box, upright_landmarks
 from twinshot.models import load_model
@@ -56,6 +57,21 @@ def score(emb: np.ndarray, i1, i2, same, fold_of) -> dict:
                      "auc": round(r.pooled.auc, 5), "tar1e-3": round(100 * r.pooled.tar_at_far["1e-3"], 2),
                      "errors": int(round((1 - r.accuracy) * mask.sum())), "folds": [round(100 * f.accuracy, 2) for f in r.folds]}
     return out
+
+
+def run_padding(name: str, marks: np.ndarray, pad: float, data: dict, fallback, model, out_dir: Path, pairs) -> dict:
+    """Warp the chips of ``marks`` ``(N, 68, 2)`` with ``pad``, embed them (cached) and score."""
+    emb_file = out_dir / f"emb_{name}.npy"
+    if emb_file.is_file():
+        emb = np.load(emb_file)
+    else:
+        chips = chips_for({"paths": data["paths"], "border": data["border"], "landmarks": marks[:, None]}, 0, fallback, padding=pad)
+        with torch.no_grad():
+            emb = embed(model.encoder, chips, 0)
+        np.save(emb_file, emb)
+    res = score(emb, *pairs)
+    print(name, json.dumps(res), flush=True)
+    return {name: res}
 
 
 def main() -> None:
@@ -88,7 +104,17 @@ def main() -> None:
     i1, i2, same, fold_of = pair_arrays(folds, index)
     results = {}
     for recipe in ["0:1"] + [r for r in args.recipes if r != "0:1"]:
-        parts = recipe.split(":")
+        if recipe.startswith("avg:"):  # avg:TAG+TAG: the mean of two saved recipes' landmarks (p0k1: the shipped ones)
+            tags = recipe[4:].split("+")
+            marks = np.mean([first if t == "p0k1" else np.load(args.out_dir / f"landmarks_{t}.npy") for t in tags], 0)
+            tag = "avg_" + "+".join(tags)
+            parts = None
+        else:
+            parts = recipe.split(":")
+        for pad in (args.paddings if parts is None else []):
+            results.update(run_padding(f"{tag}_pad{pad:g}", marks, pad, data, fallback, model, args.out_dir, (i1, i2, same, fold_of)))
+        if parts is None:
+            continue
         upright = parts[0].endswith("u")  # twinshot.faces.align.upright_landmarks: the crop turned with the face
         passes, k = int(parts[0].rstrip("u")), float(parts[1])
         cx = float(parts[2]) if len(parts) > 2 else None  # the box's centre x in the mean face, instead of the fitted one
@@ -114,22 +140,18 @@ def main() -> None:
                         if upright:
                             pts = upright_landmarks(rgb, pts, tuple(b))
                         else:
-                            pts = box_landmarks(arr, cascade_box(pts, tuple(b)), name=paths[i])
+                            try:
+                                pts = box_landmarks(arr, cascade_box(pts, tuple(b)), name=paths[i])
+                            except DataError:  # as detect_and_align: keep the last landmarks
+                                print("cascade box left the photo:", paths[i], flush=True)
+                                break
                     marks[i] = pts
             np.save(mark_file, marks)
         for pad in args.paddings:
-            name = f"{tag}_pad{pad:g}"
-            emb_file = args.out_dir / f"emb_{name}.npy"
-            if emb_file.is_file():
-                emb = np.load(emb_file)
-            else:
-                chips = chips_for({"paths": data["paths"], "border": data["border"], "landmarks": marks[:, None]}, 0, fallback, padding=pad)
-                with torch.no_grad():
-                    emb = embed(model.encoder, chips, 0)
-                np.save(emb_file, emb)
-            results[name] = score(emb, i1, i2, same, fold_of)
-            print(name, json.dumps(results[name]), flush=True)
-    (args.out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+            results.update(run_padding(f"{tag}_pad{pad:g}", marks, pad, data, fallback, model, args.out_dir, (i1, i2, same, fold_of)))
+    out = args.out_dir / "results.json"
+    merged = {**(json.loads(out.read_text()) if out.is_file() else {}), **results}
+    out.write_text(json.dumps(merged, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from twinshot.faces.align import (
     cascade_box,
     detect_and_align,
     find_face,
+    upright_landmarks,
 )
 
 PHOTO = DATASETS / "lfw" / "Colin_Powell" / "Colin_Powell_0001.jpg"
@@ -60,3 +61,6 @@ def test_a_cascade_pass_moves_the_landmarks_little_and_keeps_the_chip() -> None:
     rebuilt = cascade_box(once.landmarks + found.border, CASCADE_BOX)
     # the fitted mapping gives about the detector's box
     assert np.abs(np.subtract(rebuilt, (b.x, b.y, b.width, b.height))).max() < 0.15 * b.width
+    # the same pass on a crop turned with the face: about the same points (the face is upright)
+    turned = upright_landmarks(found.rgb, once.landmarks + found.border) - found.border
+    assert np.abs(turned - twice.landmarks).max() < 4.0

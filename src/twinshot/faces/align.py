@@ -284,18 +284,21 @@ def detect_and_align(
     box, border = found.box, found.border
     points = box_landmarks(found.arr, (box.x, box.y, box.width, box.height), name=name)
     for _ in range(cascade):
-        points = box_landmarks(found.arr, cascade_box(points), name=name)
+        try:
+            points = box_landmarks(found.arr, cascade_box(points), name=name)
+        except DataError:  # the rebuilt box left the photo: keep the last landmarks
+            break
     transform = similarity_transform(chip_template(size), points[list(POINTS)])
     chip = warp_chip(found.rgb, transform, size)
     # box and landmarks in the caller's photo (without the border)
     return AlignedFace(chip, (box.x - border, box.y - border, box.width, box.height), points - border, found.n_faces)
 
 
-def align_face(image: Image.Image, method: str, size: tuple[int, int], *, name: str = "image", cascade: int = 0) -> Image.Image:
+def align_face(image: Image.Image, method: str, size: tuple[int, int], *, name: str = "image") -> Image.Image:
     """The hook of :func:`twinshot.preprocessing.decode_image_array`: the aligned RGB chip."""
     picks = {"face-api": "largest", "face-api-centre": "centre"}
     if method not in picks:
         raise DataError(f"unknown face aligner {method!r}; valid: {', '.join(picks)}")
     if size[0] != size[1]:
         raise DataError(f"face alignment makes square chips; preprocessing size is {size[0]}x{size[1]}")
-    return detect_and_align(image, size[0], name=name, pick=picks[method], cascade=cascade).chip
+    return detect_and_align(image, size[0], name=name, pick=picks[method]).chip
