@@ -16,6 +16,8 @@ several, the largest is used and the number found is logged (logger ``twinshot.f
 ``"face-api-centre"`` keeps the face at the photo's centre instead, as LFW labels its photos:
 the sides are tried until one finds a face covering the centre (at the first side that finds
 any, a crowded photo may show only a bystander), and the face nearest the centre is used.
+:func:`find_face` (detection) and :func:`box_landmarks` are the two steps, for experiments
+(``scripts/lfw_align_variants.py``, ``scripts/lfw_cascade.py``).
 """
 
 from __future__ import annotations
@@ -275,7 +277,8 @@ def detect_and_align(
             first side that found any).
         cascade: after the landmarks of the detector's box, this many more passes of the
             landmark net, each on the box :func:`cascade_box` builds from the previous
-            pass's landmarks (the detector's box, de-noised).
+            pass's landmarks (the detector's box, de-noised). 0 in every shipped model: on
+            LFW it did not help (docs/applications.md, "a landmark cascade").
 
     Raises:
         DataError: ``"<name>: no face found"`` when the detector finds none.
