@@ -1,7 +1,8 @@
 """Build the shipped ``omniglot-ensemble`` model (docs/experiments.md, section 8,
 "Ensembles") from trained models, without training: an ``ensemble`` encoder
 (:mod:`twinshot.models.ensemble`) holding each member's encoder weights unchanged, the
-preprocessing of the largest member (the others resize inside the encoder), a Euclidean
+preprocessing at ``--size`` (default: the largest member's; every member whose input is
+smaller resizes inside the encoder, PIL's bilinear in float), a Euclidean
 head whose logistic is fitted on the held-out classes exactly as the trainer's last step
 does (``calibrate_head`` on ``validation.calibration_pairs`` pairs, ``validation.seed``),
 and the first member's run ``config.toml`` with its ``[model]`` replaced, so that
@@ -9,7 +10,12 @@ and the first member's run ``config.toml`` with its ``[model]`` replaced, so tha
 with the same ``[data]`` split.
 
     PYTHONPATH=src python scripts/make_omniglot_ensemble.py omniglot /work/main/runs/omniglot-s42 \
-        --out src/twinshot/pretrained/omniglot-ensemble
+        --size 105 --out src/twinshot/pretrained/omniglot-ensemble
+
+``--size 105`` (Omniglot's own resolution): each member then sees PIL's resize straight
+from the drawing to its size, as in its own pipeline (in float, without rounding to 8
+bits); preprocessing at the 42 px member's size made the 28 px member see 105 -> 42 -> 28,
+blurrier, and cost it 0.6 points on its own (scripts/ensemble_member_check.py).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ def main() -> None:
     ap.add_argument("models", nargs="+", help="member model references (runs or shipped names)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--weights", default="", help="comma-separated member weights (default: equal)")
+    ap.add_argument("--size", type=int, default=0, help="the preprocessing's square side (default: the largest member's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="replace --out")
     args = ap.parse_args()
@@ -51,7 +58,9 @@ def main() -> None:
     for ref, p in zip(args.models[1:], pre[1:]):
         if dataclasses.replace(p, size=pre[0].size) != pre[0]:
             raise SystemExit(f"error: {ref}: its preprocessing differs from {args.models[0]}'s by more than the size")
-    side = max(p.size[0] for p in pre)
+    side = args.size or max(p.size[0] for p in pre)
+    if side < max(p.size[0] for p in pre):
+        raise SystemExit(f"error: --size {side} is smaller than a member's input")
     members = [
         {"encoder": m.spec.encoder, "input_size": m.preprocessing.size[0], "params": dict(m.spec.encoder_params)}
         for m in models
@@ -87,7 +96,7 @@ def main() -> None:
         ),
         "trained_with": "scripts/make_omniglot_ensemble.py (no training)",
         "command": "PYTHONPATH=src python scripts/make_omniglot_ensemble.py " + " ".join(args.models) + f" --out {args.out}"
-                   + (f" --weights {args.weights}" if args.weights else ""),
+                   + (f" --weights {args.weights}" if args.weights else "") + (f" --size {args.size}" if args.size else ""),
         "members": [
             {"source": ref, "fingerprint": fingerprint(m), "input_size": m.preprocessing.size[0],
              "embedding_dim": m.embedding_dim, "command": json.loads((d / "model.json").read_text())["extra"].get("command")}

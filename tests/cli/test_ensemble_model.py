@@ -1,5 +1,5 @@
 """The shipped ``omniglot-ensemble`` (an ``ensemble`` encoder: the ``omniglot`` weights at
-28 px and a 42 px member) through the command line: a gallery of real Omniglot drawings,
+28 px and a 42 px member, both resized inside from Omniglot's 105 px) through the command line: a gallery of real Omniglot drawings,
 ``verify``, ``models list``."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def run_json(capsys, *args: object):
 
 def test_shipped_ensemble_holds_the_omniglot_weights() -> None:
     ens, own = load_model("omniglot-ensemble"), load_model("omniglot")
-    assert ens.spec.encoder == "ensemble" and ens.embedding_dim == 128 + 512 and ens.preprocessing.size == (42, 42)
+    assert ens.spec.encoder == "ensemble" and ens.embedding_dim == 128 + 512 and ens.preprocessing.size == (105, 105)
     first = ens.encoder.members[0].encoder
     for k, v in own.encoder.state_dict().items():
         torch.testing.assert_close(first.state_dict()[k], v, rtol=0, atol=0)
