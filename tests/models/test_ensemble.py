@@ -119,3 +119,13 @@ def test_exports_to_torchscript_and_onnx_with_parity(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     result = export_model(model, "onnx", tmp_path / "e.onnx")
     assert result.max_abs_diff <= 1e-4
+
+
+def test_builtin_shifts_of_members_are_seen_so_tta_refuses_to_shift_them_again() -> None:
+    from twinshot.evaluation.tta import has_builtin_shifts
+
+    with_shifts, without = build_model(spec(shifts=True)), build_model(spec())
+    assert has_builtin_shifts(with_shifts) and not has_builtin_shifts(without)
+    exported = type("Exported", (), {"metadata": {"spec": with_shifts.spec.to_dict()}})()
+    assert has_builtin_shifts(exported)
+    assert not has_builtin_shifts(type("Exported", (), {"metadata": {"spec": without.spec.to_dict()}})())
