@@ -76,13 +76,17 @@ def test_compact_encoder_rejects_bad_options() -> None:
 
 
 def test_registry_rejects_unknown_names_and_parameters_listing_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="valid: compact, face-resnet, koch"):
+    with pytest.raises(ConfigError, match="valid: compact, ensemble, face-resnet, koch"):
         ENCODERS.build("resnet9000")
     with pytest.raises(ConfigError, match="unknown parameter.*widht.*valid:.*widths"):
         ENCODERS.build("compact", widht=3)
 
 
-SMALL = {"koch": {}, "face-resnet": {"pretrained": False}, "compact": {"input_size": 28, "widths": (8, 8), "embedding_dim": 16}}
+SMALL = {
+    "koch": {}, "face-resnet": {"pretrained": False}, "compact": {"input_size": 28, "widths": (8, 8), "embedding_dim": 16},
+    "ensemble": {"input_size": 20, "members": [{"encoder": "compact", "input_size": 14, "params": {"widths": [8], "normalize": True}},
+                                              {"encoder": "compact", "params": {"widths": [8], "normalize": True}}]},
+}
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())

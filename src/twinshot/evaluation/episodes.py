@@ -193,6 +193,7 @@ def evaluate_episodes(
     batch_size: int = 256,
     progress: bool = False,
     skip_small: bool = False,
+    embeddings: torch.Tensor | None = None,
 ) -> EpisodeResult:
     """Accuracy of ``model`` on ``episodes`` seeded N-way K-shot episodes of ``dataset``.
 
@@ -209,6 +210,9 @@ def evaluate_episodes(
         progress: show progress bars on stderr.
         skip_small: leave classes with fewer than ``n_shot + n_query`` images out of the
             episodes instead of raising (a training run's validation people with one photo).
+        embeddings: precomputed embeddings ``(N, D)`` of ``dataset``'s images, in its order
+            (e.g. another model's, or several models' combined); then only ``model.head``
+            is used and nothing is embedded.
 
     Raises:
         ConfigError: for a protocol value out of range.
@@ -232,7 +236,10 @@ def evaluate_episodes(
     episode_list = list(sampler)
     if len(episode_list) != episodes:
         raise DataError(f"the episode sampler gave {len(episode_list)} episodes instead of {episodes}")
-    embeddings = embed_dataset(model, dataset.images, batch_size=batch_size, progress=progress)
+    if embeddings is None:
+        embeddings = embed_dataset(model, dataset.images, batch_size=batch_size, progress=progress)
+    elif embeddings.shape[0] != len(dataset):
+        raise ConfigError(f"embeddings has {embeddings.shape[0]} rows for a dataset of {len(dataset)} images")
     device = embeddings.device
     support = torch.stack([ep.support for ep in episode_list]).to(device)  # (E, S)
     support_labels = torch.stack([ep.support_labels for ep in episode_list]).to(device)

@@ -47,7 +47,9 @@ def has_builtin_shifts(model: Any) -> bool:
     if hasattr(torch_model, "modules"):
         return any(getattr(m, "test_shifts", False) for m in torch_model.modules())
     spec = (getattr(model, "metadata", None) or {}).get("spec") or {}
-    return bool((spec.get("encoder_params") or {}).get("test_shifts", False))
+    params = spec.get("encoder_params") or {}
+    members = [m.get("params") or {} for m in params.get("members", []) if isinstance(m, dict)]  # the ensemble encoder
+    return any(bool(p.get("test_shifts", False)) for p in [params, *members])
 
 
 def embed_tta(model: Any, images: np.ndarray, *, tta: str = "none", batch_size: int = 256, progress: bool = False) -> np.ndarray:
