@@ -31,6 +31,7 @@ from twinshot.evaluation.episodes import evaluate_episodes
 from twinshot.models import ModelSpec, build_model, fingerprint, load_model, resolve_model_dir, save_model
 from twinshot.models.encoders import single_view
 from twinshot.training import toml
+from twinshot.training.config import TrainConfig
 from twinshot.training.calibrate import calibrate_head
 from twinshot.training.heldout import heldout_dataset
 
@@ -59,8 +60,9 @@ def main() -> None:
     models = [load_model(ref) for ref in args.models]
     dirs = [resolve_model_dir(ref) for ref in args.models]
     configs = [toml.loads((d / "config.toml").read_text()) for d in dirs]
-    for ref, cfg in zip(args.models[1:], configs[1:]):
-        if cfg["data"] != configs[0]["data"]:
+    splits = [TrainConfig.from_dict(cfg).data for cfg in configs]  # defaults filled in: older runs lack newer fields
+    for ref, split in zip(args.models[1:], splits[1:]):
+        if split != splits[0]:
             raise SystemExit(f"error: {ref}: its run's [data] (the split) differs from {args.models[0]}'s")
     pre = [m.preprocessing for m in models]
     for ref, p in zip(args.models[1:], pre[1:]):

@@ -46,3 +46,17 @@ def test_gallery_and_verify_with_the_ensemble(capsys, tmp_path: Path, omniglot_d
     assert run_json(capsys, "verify", "omniglot-ensemble", enrolled[0], enrolled[5])["same"] is False
     shipped = {m["name"]: m for m in run_json(capsys, "models", "list")["shipped"]}
     assert shipped["omniglot-ensemble"]["encoder"] == "ensemble" and "ensemble" in shipped["omniglot-ensemble"]["description"]
+
+
+def test_shipped_minimal_ensemble_holds_the_omniglot_minimal_weights() -> None:
+    ens, own = load_model("omniglot-minimal-ensemble"), load_model("omniglot-minimal")
+    assert ens.spec.encoder == "ensemble" and ens.embedding_dim == 64 + 128 and ens.preprocessing.size == (28, 28)
+    first = ens.encoder.members[0].encoder
+    for k, v in own.encoder.state_dict().items():
+        torch.testing.assert_close(first.state_dict()[k], v, rtol=0, atol=0)
+    image = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        both, alone = ens.embed(image), own.embed(image)
+    # the first 64 numbers are omniglot-minimal's embedding scaled by sqrt(1/2)
+    torch.testing.assert_close(both[:, :64] * 2**0.5, alone, rtol=1e-4, atol=1e-5)
+    assert "command" in model_metadata("omniglot-minimal-ensemble")
