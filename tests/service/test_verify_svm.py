@@ -57,7 +57,7 @@ def test_svm_claims_over_http(start, tmp_path: Path, signet_dir: Path, cedar: Pa
             assert body["probability"] is None and body["same"] == (body["score"] >= body["threshold"] == 0.0)
         assert claim(c, live, questioned["genuine"], "1").json()["rule"] == "max"  # distance stays the default
         r = claim(c, live, questioned["genuine"], "1", scoring="best")
-        assert r.status_code == 422 and "scoring must be 'distance' or 'svm'" in r.text
+        assert r.status_code == 422 and "scoring must be 'distance', 'svm' or 'fused'" in r.text
         r = claim(c, live, questioned["genuine"], "9", scoring="svm")
         assert r.status_code == 404 and "'9' is not enrolled" in r.text
         r = c.post("/v1/verify", files={"image1": ("a.png", questioned["genuine"]), "image2": ("b.png", questioned["forged"])},
