@@ -26,10 +26,9 @@ def _pre() -> Preprocessing:
     return Preprocessing(size=(H, W), invert=True, keep_aspect=True)
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(signet model storing a fusion, its pair model, the same signet without a fusion)."""
-    root = tmp_path_factory.mktemp("fusion")
+def saved_fusion_models(root: Path) -> tuple[Path, Path, Path]:
+    """Tiny saved models under ``root``: (a signet model storing a fusion with weight 0.25,
+    max, threshold 0.1; its pair model; the same signet without a fusion)."""
     torch.manual_seed(0)
     pairs = build_model(ModelSpec("pair_input", {"input_width": W}, "twochannel_dichotomy",
                                   {"image_shape": [H, W], "widths": [4, 4, 4, 4, 4], "symmetric": True}, _pre())).eval()
@@ -39,6 +38,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     signet = build_model(ModelSpec("signet", params, "euclidean", {}, _pre())).eval()
     fusion = ClaimFusion(str(pairs_dir), 0.25, "max", threshold=0.1, fitted_on="a test")
     return save_model(signet, root / "signet", extra={FUSION_KEY: fusion.to_dict()}), pairs_dir, save_model(signet, root / "plain")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return saved_fusion_models(tmp_path_factory.mktemp("fusion"))
 
 
 def test_fuse_and_validation() -> None:
