@@ -1,10 +1,17 @@
 """Analysis of scripts/cedar_claims_fusion.py's cached scores (docs/applications.md, run 23):
-the rates of the SVM alone, the pair model alone (mean / max over the R references) and
-their fusions on each split's held-out writers, every fusion fitted on the split's training
-writers only (the `train` group); the best weight in hindsight on the held-out writers is
-printed as an upper bound, never used.
+the rates of the SVM alone, the pair model alone (mean / max over the R references) and their
+fusions on each split's held-out writers.
+
+`main` (the first try): fusions fitted on the split's own training writers with its own models
+(the `train` group: z-scored sums with a weight, logistic regressions); the pair model scores
+its training writers almost perfectly, so these overweight it. `report`: the fusion
+`s1 + a * s2` with one weight `a` for every R, chosen (`weights`) on the split's inner fold
+(`inner`, strict: the pair model never saw those writers; the split's signet did) or on the other
+splits' held-out writers (`cross`); `oracle` (hindsight on the held-out writers) is an upper
+bound, never used. `--write` stores a split's fusion in a model's model.json.
 
     PYTHONPATH=src:scripts python scripts/cedar_claims_fusion_eval.py 0 20 23
+    PYTHONPATH=src:scripts python scripts/cedar_claims_fusion_eval.py 0 20 23 --how cross --write 0 src/twinshot/pretrained/signatures-cedar signatures-cedar-pairs
 """
 from __future__ import annotations
 
@@ -126,8 +133,59 @@ def report(splits, combine="max"):
     return w, rows
 
 
+def fitting_claims(split, splits, how, combine="max"):
+    """The claims a weight of ``split`` is chosen on (see :func:`weights`), every R."""
+    from cedar_exp import SPLITS
+
+    if how == "inner":
+        return [_claims(split, "inner", r, combine) for r in RS]
+    return [_claims(t, "val", r, combine, set(SPLITS[split])) for t in splits if t != split for r in RS]
+
+
+def write_fusion(model_dir, pairs_model, split, splits, how, combine="max"):
+    """Store the fusion of ``split`` (weight chosen ``how``; threshold: the fused score's
+    skilled-forgery EER threshold on the same claims, all R pooled) in ``model_dir``'s
+    model.json ``extra["claims_fusion"]`` (the weights file is untouched)."""
+    import json
+    from pathlib import Path
+
+    from twinshot.evaluation import metrics
+    from twinshot.writer_dependent.fusion import FUSION_KEY, ClaimFusion
+
+    a = weights(splits, combine)[split][how]
+    fused, same = [], []
+    for s1, s2, k in fitting_claims(split, splits, how, combine):
+        keep = k <= 1
+        fused.append((s1 + a * s2)[keep])
+        same.append(k[keep] == 0)
+    _, thr = metrics.equal_error_rate(np.concatenate(fused), np.concatenate(same))
+    where = {"inner": f"the inner fold of split {split} (10 of its training writers, pair model trained on the other 25)",
+             "cross": f"the held-out writers of splits {', '.join(str(t) for t in splits if t != split)} minus split {split}'s"}[how]
+    fusion = ClaimFusion(str(pairs_model), float(a), combine, float(round(thr, 4)),
+                         f"scripts/cedar_claims_fusion_eval.py: weight minimising skilled EER + FRR at FAR 1% (R = 1, 5, 12) on {where}; "
+                         f"threshold: the skilled EER threshold there")
+    path = Path(model_dir) / "model.json"
+    meta = json.loads(path.read_text())
+    meta.setdefault("extra", {})[FUSION_KEY] = fusion.to_dict()
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    print(json.dumps({"model": str(model_dir), FUSION_KEY: fusion.to_dict()}))
+
+
 if __name__ == "__main__":
-    args = [int(s) for s in sys.argv[1:]] or [0]
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("splits", nargs="*", type=int, default=[0, 20, 23])
+    ap.add_argument("--write", nargs=3, action="append", metavar=("SPLIT", "MODEL_DIR", "PAIRS_MODEL"), default=[],
+                    help="store split SPLIT's fusion in MODEL_DIR/model.json, naming PAIRS_MODEL")
+    ap.add_argument("--how", choices=("inner", "cross"), default="inner")
+    ap.add_argument("--combine", choices=("max", "mean"), default="max")
+    a = ap.parse_args()
+    if a.write:
+        for split, model_dir, pairs_model in a.write:
+            write_fusion(model_dir, pairs_model, int(split), a.splits, a.how, a.combine)
+        raise SystemExit(0)
+    args = a.splits
     main(args)
     for combine in ("max", "mean"):
         w, rows = report(args, combine)

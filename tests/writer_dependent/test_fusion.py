@@ -124,3 +124,9 @@ def test_fused_cedar_claims_protocol(cedar: Path, models: tuple[Path, Path, Path
         assert f.rates["skilled"].n_impostor == s.rates["skilled"].n_impostor == 2 * 24
     with pytest.raises(ConfigError, match="stores no claims fusion"):
         cedar_writer_dependent(load_model(plain), cedar, "1-2", scoring="fused", **kw)
+
+
+def test_the_shipped_cedar_model_stores_its_fusion() -> None:
+    f = model_fusion("signatures-cedar")
+    assert f.pairs_model == "signatures-cedar-pairs" and 0.0 < f.weight < 1.0 and f.combine == "max"
+    assert "splits 20, 23" in f.fitted_on  # fitted without split 0's held-out writers (docs/applications.md, run 23)
