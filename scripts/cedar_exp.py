@@ -25,6 +25,15 @@ SPLITS = {
 }
 
 
+def inner_split(split, n=10):
+    """An inner fold of a split's 35 training writers (seeded by the split): ``n`` inner
+    held-out writers and the other training writers, for fitting what must not see the
+    split's held-out writers on honest (unseen) scores."""
+    train = [w for w in range(1, 46) if w not in SPLITS[split]]
+    inner = sorted(np.random.default_rng(1000 + split).choice(train, n, replace=False).tolist())
+    return inner, [w for w in train if w not in inner]
+
+
 def load_all(size=(150, 220)):
     cache = Path(f"runs/exp/cedar_{size[0]}x{size[1]}.pt")
     images = cedar_images(ROOT)

@@ -40,14 +40,15 @@ def descriptors(x: torch.Tensor) -> np.ndarray:
     return f
 
 
-def dichotomy(split: int, f: np.ndarray, writer, genuine) -> tuple[np.ndarray, float]:
-    """The logistic regression on the training writers' |f(a) - f(b)|, the scaler folded in
-    (weights and bias in descriptor units); cached under runs/exp/."""
-    cache = Path(f"runs/exp/dichotomy_s{split}.npz")
+def dichotomy(split: int, f: np.ndarray, writer, genuine, train: list[int] | None = None, tag: str = "") -> tuple[np.ndarray, float]:
+    """The logistic regression on the training writers' |f(a) - f(b)| (``train``: default the
+    split's 35), the scaler folded in (weights and bias in descriptor units); cached under
+    runs/exp/ (``tag`` names the cache of another writer set)."""
+    cache = Path(f"runs/exp/dichotomy_s{split}{tag}.npz")
     if cache.exists():
         z = np.load(cache)
         return z["w"], float(z["b"])
-    train = [w for w in range(1, 46) if w not in SPLITS[split]]
+    train = train or [w for w in range(1, 46) if w not in SPLITS[split]]
     clf, sc = fit_logreg(f, writer, genuine, train)
     w = clf.coef_[0] / sc.scale_
     b = float(clf.intercept_[0] - (clf.coef_[0] * sc.mean_ / sc.scale_).sum())
@@ -55,9 +56,12 @@ def dichotomy(split: int, f: np.ndarray, writer, genuine) -> tuple[np.ndarray, f
     return w, b
 
 
-def build(split: int, checkpoint: str, x: torch.Tensor, writer, genuine, n_fusion: int = 6000, symmetric: bool = False):
+def build(split: int, checkpoint: str, x: torch.Tensor, writer, genuine, n_fusion: int = 6000, symmetric: bool = False,
+          train: list[int] | None = None, tag: str = ""):
+    """The pair model of ``split`` (``train``: its training writers, default the split's 35;
+    ``tag``: the dichotomy's cache name for another writer set)."""
     val = SPLITS[split]
-    train = [w for w in range(1, 46) if w not in val]
+    train = train or [w for w in range(1, 46) if w not in val]
     spec = ModelSpec(
         encoder="pair_input", encoder_params={"input_width": 220},
         head="twochannel_dichotomy", head_params={"image_shape": [150, 220], **({"symmetric": True} if symmetric else {})},
@@ -67,7 +71,7 @@ def build(split: int, checkpoint: str, x: torch.Tensor, writer, genuine, n_fusio
     model.head.net.load_state_dict(torch.load(checkpoint))
     model.eval()
     f = descriptors(x)
-    w, b = dichotomy(split, f, writer, genuine)
+    w, b = dichotomy(split, f, writer, genuine, train, tag)
     model.head.set_parts(w, b, [0.0, 1.0, 0.0, 1.0])
     tg, ts, tr = sample_train_pairs(writer, genuine, train, np.random.default_rng(0))
     tp = np.concatenate([tg, ts, tr])

@@ -10,6 +10,8 @@ the R references) of those writers.
     PYTHONPATH=src:scripts python scripts/cedar_twochannel.py --split 0 --steps 600 --eval-every 300 --out runs/exp/2ch_s0.pt
     # run 20: longer, the last step kept (no selection on the held-out writers)
     PYTHONPATH=src:scripts python scripts/cedar_twochannel.py --split 0 --steps 1200 --eval-every 1200 --keep last --claims-r '' --out runs/exp/2ch1200_s0.pt
+    # run 23: the inner fold (25 of the 35 training writers; scripts/cedar_claims_fusion.py --inner)
+    PYTHONPATH=src:scripts python scripts/cedar_twochannel.py --split 0 --inner --steps 600 --eval-every 600 --keep last --claims-r '' --out runs/exp/2ch600_s0_inner.pt
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cedar_exp import SPLITS, claims_eval, load_all, pair_indices, rates
+from cedar_exp import SPLITS, claims_eval, inner_split, load_all, pair_indices, rates
 from twinshot.data.augment import KochAffine
 
 
@@ -72,6 +74,8 @@ def main():
     ap.add_argument("--claims-r", default="1,5,12", help="references per claim in the final claims report ('' for none)")
     ap.add_argument("--keep", choices=("best", "last"), default="best",
                     help="best: the step with the lowest held-out skilled EER (runs 16); last: the final step, no selection")
+    ap.add_argument("--inner", action="store_true",
+                    help="train on the split's inner fold (cedar_exp.inner_split): 25 training writers, the other 10 held out")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -80,6 +84,8 @@ def main():
     x = xu.float() / 255.0
     val = SPLITS[a.split]
     train = [w for w in range(1, 46) if w not in val]
+    if a.inner:
+        val, train = inner_split(a.split)
     gof = {w: np.nonzero((writer == w) & genuine)[0] for w in train}
     fof = {w: np.nonzero((writer == w) & ~genuine)[0] for w in train}
     gen, skl, rnd = pair_indices(writer, genuine, val)

@@ -82,3 +82,27 @@ def test_svm_errors_are_one_line(bank: tuple[Path, Path, Path], tmp_path: Path, 
         assert cli(["gallery", "verify", *argv, "--inference", "torch"]) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_verify_a_claim_fused(bank: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.writer_dependent.test_fusion import saved_fusion_models
+
+    db, _, cedar = bank
+    questioned = str(cedar / "full_org" / "original_1_12.png")
+    capsys.readouterr()
+    assert cli(["gallery", "verify", str(db), "1", questioned, "--scoring", "fused", "--inference", "torch"]) == 2
+    assert "stores no claims fusion" in capsys.readouterr().err  # this gallery's model has none
+    signet, _, _ = saved_fusion_models(tmp_path / "fusion")
+    fused = tmp_path / "fused.db"
+    torch_ = ["--inference", "torch"]
+    assert cli(["gallery", "create", str(fused), "--model", str(signet), "--keep-images", *torch_]) == 0
+    for w in (1, 2):
+        assert cli(["gallery", "enroll", str(fused), str(w), *(str(cedar / "full_org" / f"original_{w}_{n}.png") for n in (1, 2)), *torch_]) == 0
+    capsys.readouterr()
+    assert cli(["gallery", "verify", str(fused), "1", questioned, "--scoring", "fused", *torch_, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["scoring"] == out["rule"] == "fused" and out["threshold"] == 0.1 and out["references"] == 2
+    assert out["same"] == (out["score"] >= 0.1)
+    assert cli(["gallery", "verify", str(fused), "1", questioned, "--scoring", "fused", *torch_]) == 0
+    assert "fused score" in capsys.readouterr().out
+

@@ -57,7 +57,9 @@ def test_svm_claims_over_http(start, tmp_path: Path, signet_dir: Path, cedar: Pa
             assert body["probability"] is None and body["same"] == (body["score"] >= body["threshold"] == 0.0)
         assert claim(c, live, questioned["genuine"], "1").json()["rule"] == "max"  # distance stays the default
         r = claim(c, live, questioned["genuine"], "1", scoring="best")
-        assert r.status_code == 422 and "scoring must be 'distance' or 'svm'" in r.text
+        assert r.status_code == 422 and "scoring must be 'distance', 'svm' or 'fused'" in r.text
+        r = claim(c, live, questioned["genuine"], "1", scoring="fused")  # this model stores no fusion
+        assert r.status_code == 409 and "stores no claims fusion" in r.text
         r = claim(c, live, questioned["genuine"], "9", scoring="svm")
         assert r.status_code == 404 and "'9' is not enrolled" in r.text
         r = c.post("/v1/verify", files={"image1": ("a.png", questioned["genuine"]), "image2": ("b.png", questioned["forged"])},
@@ -75,3 +77,19 @@ def test_svm_needs_kept_images(start, tmp_path: Path, signet_dir: Path, cedar: P
             assert enroll(c, live, str(w), _png(cedar, w, 1)).status_code == 200
         r = claim(c, live, _png(cedar, 1, 2), "1", scoring="svm")
         assert r.status_code == 409 and "keep_images" in r.text
+
+
+def test_fused_claims_over_http(start, tmp_path: Path, cedar: Path) -> None:
+    from tests.writer_dependent.test_fusion import saved_fusion_models
+
+    signet, _, plain = saved_fusion_models(tmp_path / "models")
+    live = start(new_gallery(tmp_path / "bank.db", signet, keep_images=True))
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        for w in (1, 2):
+            assert enroll(c, live, str(w), *(_png(cedar, w, n) for n in (1, 2))).status_code == 200
+        r = claim(c, live, _png(cedar, 1, 12), "1", scoring="fused")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["scoring"] == body["rule"] == "fused" and body["threshold"] == 0.1 and body["references"] == 2
+        assert body["same"] == (body["score"] >= 0.1) and body["probability"] is None
+

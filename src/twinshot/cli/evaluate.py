@@ -280,7 +280,7 @@ def cedar_claims(
     references: str = typer.Option("1,5,12", "--references", help="Numbers of enrolled genuine references per writer."),
     rule: str = typer.Option("max", "--rule", help="Combine a writer's references by 'max' or 'mean'."),
     seed: int = typer.Option(0, "--seed", help="Seeds which genuine signatures are references."),
-    scoring: str = typer.Option("gallery", "--scoring", help="'gallery' (the rule on embeddings) or 'svm' (one SVM per writer)."),
+    scoring: str = typer.Option("gallery", "--scoring", help="'gallery' (the rule on embeddings), 'svm' (one SVM per writer) or 'fused' (the SVM plus the pair model and weight stored with MODEL, e.g. signatures-cedar)."),
     layer: str = typer.Option("grid", "--layer", help="Features of the SVMs: grid, hidden, embedding or hog."),
     cohort: Optional[str] = typer.Option(None, "--cohort", help="The SVMs' negative writers (default: every writer not in --writers); 'enrolled': the other enrolled writers' references (the gallery's default)."),
     augment: int = typer.Option(10, "--augment", help="Distorted copies of each reference added to its SVM's positives."),
@@ -313,4 +313,6 @@ def cedar_claims(
             for kind, c in r.rates.items()
         ]
         how = r.rule if r.scoring == "gallery" else f"svm on {r.layer}"
+        if r.fusion:
+            how += f" + {r.fusion['weight']:g} x {r.fusion['combine']} of {r.fusion['pairs_model']}"
         console.print(f"[bold]R = {r.references:2d}[/bold] ({how})  " + "   ".join(parts))

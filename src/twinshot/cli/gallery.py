@@ -500,8 +500,8 @@ def verify_claim(
     search_in: str = typer.Option("auto", "--search", help=_SEARCH_HELP),
     model: Optional[str] = typer.Option(None, "--model", help=_MODEL_OPT),
     inference: str = typer.Option("auto", "--inference", help=_INFERENCE_HELP),
-    scoring: str = typer.Option("distance", "--scoring", help="'distance': the gallery's rule and threshold; 'svm': the identity's own SVM on its kept reference images (needs --keep-images), accepted at decision value >= --threshold (default 0)."),
-    cohort: Optional[str] = typer.Option(None, "--cohort", help="With --scoring svm: a folder of other people's genuine images, the SVM's negatives (default: the other identities' references)."),
+    scoring: str = typer.Option("distance", "--scoring", help="'distance': the gallery's rule and threshold; 'svm': the identity's own SVM on its kept reference images (needs --keep-images), accepted at decision value >= --threshold (default 0); 'fused': the SVM plus the pair model and weight stored with the gallery's model (signatures-cedar), default threshold stored with them."),
+    cohort: Optional[str] = typer.Option(None, "--cohort", help="With --scoring svm or fused: a folder of other people's genuine images, the SVM's negatives (default: the other identities' references)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Accept at this score instead of the default (the gallery's threshold; 0 for svm)."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
@@ -516,9 +516,9 @@ def verify_claim(
         _emit_json({"image": image, **result.to_dict()})
         return
     verdict = "accepted" if result.same else "rejected"
-    if scoring == "svm":
+    if scoring in ("svm", "fused"):
         typer.echo(
-            f"{image}: {verdict} as {identity} (svm score {_fmt(result.score)} vs threshold {_fmt(result.threshold)}, "
+            f"{image}: {verdict} as {identity} ({scoring} score {_fmt(result.score)} vs threshold {_fmt(result.threshold)}, "
             f"{result.references} reference{'s' * (result.references != 1)} vs a cohort of {result.cohort})"
         )
         return

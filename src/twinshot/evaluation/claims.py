@@ -20,6 +20,11 @@ the writer's ``R`` references vs a **cohort** of genuine signatures of writers t
 neither enrolled nor questioned (by default every other writer of the folder, e.g. the
 ones the model was trained on), with ``augment`` mildly distorted copies of each reference
 as extra positives. The questioned signatures and thresholds are the same.
+
+``scoring="fused"`` adds to each SVM score a pair model's scores of the questioned
+signature against the ``R`` references, combined and weighted as the model's stored
+:class:`twinshot.writer_dependent.fusion.ClaimFusion` says (``extra["claims_fusion"]``;
+docs/applications.md, run 23).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from twinshot.evaluation.verification import embed_sources, far_key
 #: Impostor kinds of the protocol.
 KINDS: tuple[str, ...] = ("skilled", "random")
 #: How a claim is scored: the gallery's rule on embeddings, or a writer-dependent SVM.
-SCORINGS: tuple[str, ...] = ("gallery", "svm")
+SCORINGS: tuple[str, ...] = ("gallery", "svm", "fused")
 
 
 @dataclass(frozen=True)
@@ -73,13 +78,52 @@ class WriterDependentResult:
     layer: str | None = None
     cohort: list[int] = field(default_factory=list)
     augment: int = 0
+    fusion: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "protocol": "cedar_writer_dependent", "references": self.references, "rule": self.rule,
             "scoring": self.scoring, "layer": self.layer, "cohort": list(self.cohort), "augment": self.augment,
-            "writers": list(self.writers), **{k: v.to_dict() for k, v in self.rates.items()},
+            "fusion": self.fusion, "writers": list(self.writers), **{k: v.to_dict() for k, v in self.rates.items()},
         }
+
+
+@dataclass(frozen=True)
+class _Claims:
+    """The protocol's claims: the evaluated writers' ``images``, each writer's genuine and
+    forged image indices (``by_writer``), its reference pool (``refs``) and questioned
+    genuine signatures (``questioned``)."""
+
+    images: list[Any]
+    by_writer: dict[int, dict[str, list[int]]]
+    refs: dict[int, list[int]]
+    questioned: dict[int, list[int]]
+
+    def of(self, w: int) -> list[tuple[str, list[int]]]:
+        """Writer ``w``'s claims: (kind, questioned image indices), the kinds that have any."""
+        others = [i for o in sorted(self.refs) if o != w for i in self.questioned[o]]
+        kinds = (("genuine", self.questioned[w]), ("skilled", self.by_writer[w]["forged"]), ("random", others))
+        return [(kind, idx) for kind, idx in kinds if idx]
+
+
+@dataclass(frozen=True)
+class _SVMRun:
+    """How ``scoring="svm"`` (or ``"fused"``) runs: see :func:`cedar_writer_dependent`'s arguments."""
+
+    layer: str
+    cohort: Iterable[int] | str | None
+    svm: Any
+    fars: Sequence[float]
+    batch_size: int
+    augment: int
+    seed: int
+    fusion: Any = None
+
+
+def _kind_rates(scores: dict[str, list[np.ndarray]], fars: Sequence[float]) -> dict[str, ClaimRates]:
+    """Rates of each impostor kind from claim scores by kind (``"genuine"`` and :data:`KINDS`)."""
+    genuine = np.concatenate(scores["genuine"])
+    return {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
 
 
 def _rates(genuine: np.ndarray, impostor: np.ndarray, fars: Sequence[float]) -> ClaimRates:
@@ -121,7 +165,8 @@ def cedar_writer_dependent(
         pool: genuine signatures per writer set aside as possible references.
         rule: how a writer's references combine (``"max"`` or ``"mean"``).
         seed: seeds the shuffle of each writer's genuine signatures.
-        scoring: ``"gallery"`` (the gallery's ``rule``) or ``"svm"`` (writer-dependent SVMs).
+        scoring: ``"gallery"`` (the gallery's ``rule``), ``"svm"`` (writer-dependent SVMs) or
+            ``"fused"`` (the SVMs plus the pair model of the model's stored claims fusion).
         layer: the features of the SVMs (see :data:`twinshot.writer_dependent.FEATURE_LAYERS`).
         cohort: the SVMs' negative writers (default: every writer of ``root`` not in ``writers``);
             ``"enrolled"``: each writer's SVM against the other enrolled writers' ``R``
@@ -158,11 +203,12 @@ def cedar_writer_dependent(
         questioned[w] = [gen[k] for k in order[pool:]]
     if len(by_writer) < 2:
         raise DataError("writer-dependent verification needs at least two writers (random forgeries)")
-    if scoring == "svm":
-        return _svm_results(
-            model, root, images, by_writer, refs, questioned, references, layer, cohort, svm, fars, batch_size,
-            augment, seed,
-        )
+    claims = _Claims(images, by_writer, refs, questioned)
+    if scoring in ("svm", "fused"):
+        from twinshot.writer_dependent.fusion import model_fusion
+
+        fusion = model_fusion(getattr(model, "source", None)) if scoring == "fused" else None
+        return _svm_results(model, root, claims, references, _SVMRun(layer, cohort, svm, fars, batch_size, augment, seed, fusion))
     emb = embed_sources(model, [im.path for im in images], batch_size=batch_size, progress=progress).cpu().numpy()
     results = []
     with tempfile.TemporaryDirectory(prefix="twinshot-claims-") as tmp:
@@ -171,71 +217,85 @@ def cedar_writer_dependent(
             with Gallery.create(Path(tmp) / f"r{r}.db", model, rule=rule) as gallery:
                 gallery.enroll_many([(str(w), emb[refs[w][:r]], None, None) for w in sorted(refs)])
                 for w in sorted(refs):
-                    others = [i for o in sorted(refs) if o != w for i in questioned[o]]
-                    for kind, idx in (("genuine", questioned[w]), ("skilled", by_writer[w]["forged"]), ("random", others)):
-                        if idx:
-                            scores[kind].append(claim_scores(gallery, str(w), emb[idx], rule)[0])
-            genuine = np.concatenate(scores["genuine"])
-            rates = {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
+                    for kind, idx in claims.of(w):
+                        scores[kind].append(claim_scores(gallery, str(w), emb[idx], rule)[0])
+            rates = _kind_rates(scores, fars)
             results.append(WriterDependentResult(references=int(r), rule=rule, writers=sorted(refs), rates=rates))
     return results
 
 
 def _svm_results(
-    model: Any,
-    root: str | os.PathLike,
-    images: list[Any],
-    by_writer: dict[int, dict[str, list[int]]],
-    refs: dict[int, list[int]],
-    questioned: dict[int, list[int]],
-    references: Sequence[int],
-    layer: str,
-    cohort: Iterable[int] | str | None,
-    svm: Any,
-    fars: Sequence[float],
-    batch_size: int,
-    augment: int,
-    seed: int,
+    model: Any, root: str | os.PathLike, claims: _Claims, references: Sequence[int], run: _SVMRun
 ) -> list[WriterDependentResult]:
-    """The protocol's claims scored by writer-dependent SVMs (see the module)."""
+    """The protocol's claims scored by writer-dependent SVMs (see the module); with
+    ``run.fusion``, plus the weighted pair scores against the same ``R`` references.
+    ``run.cohort == "enrolled"``: each writer's SVM against the other enrolled writers' ``R``
+    references (what a gallery holds; no outside writers)."""
     from twinshot.data.datasets.cedar import cedar_images, parse_writers
     from twinshot.writer_dependent import Standardiser, WriterClassifier, image_features
 
-    enrolled = set(refs)
-    if cohort == "enrolled":
-        return _svm_enrolled_cohort(model, images, by_writer, refs, questioned, references, layer, svm, fars, batch_size, augment, seed)
-    if cohort is None:
-        cohort_images = [im for im in cedar_images(root) if im.genuine and im.writer not in enrolled]
+    images, refs, order = claims.images, claims.refs, sorted(claims.refs)
+    paths = [im.path for im in images]
+    if run.cohort == "enrolled":
+        x = image_features(model, paths, run.layer, batch_size=run.batch_size)
+        cohort_writers = order
+
+        def negatives(w: int, r: int) -> tuple[np.ndarray, Any]:
+            neg = x[[i for o in order if o != w for i in refs[o][:r]]]
+            if len(neg) < 2:
+                raise DataError("the enrolled cohort needs at least two references of other writers")
+            return neg, Standardiser.fit(neg)
     else:
-        wanted = parse_writers(cohort) or []
-        clash = sorted(enrolled & set(wanted))
-        if clash:
-            raise ConfigError(f"cohort writers must not be enrolled: {', '.join(map(str, clash))}")
-        cohort_images = [im for im in cedar_images(root, wanted) if im.genuine]
-    if len(cohort_images) < 2:
-        raise DataError(f"{root}: the SVM cohort needs genuine signatures of writers that are not enrolled; found none")
-    feats = image_features(model, [im.path for im in images] + [im.path for im in cohort_images], layer, batch_size=batch_size)
-    x, neg = feats[: len(images)], feats[len(images):]
-    standardiser = Standardiser.fit(neg)
-    copies = _reference_copies(model, images, refs, layer, batch_size, augment, seed)
-    cohort_writers = sorted({im.writer for im in cohort_images})
+        enrolled = set(refs)
+        if run.cohort is None:
+            cohort_images = [im for im in cedar_images(root) if im.genuine and im.writer not in enrolled]
+        else:
+            wanted = parse_writers(run.cohort) or []
+            clash = sorted(enrolled & set(wanted))
+            if clash:
+                raise ConfigError(f"cohort writers must not be enrolled: {', '.join(map(str, clash))}")
+            cohort_images = [im for im in cedar_images(root, wanted) if im.genuine]
+        if len(cohort_images) < 2:
+            raise DataError(f"{root}: the SVM cohort needs genuine signatures of writers that are not enrolled; found none")
+        feats = image_features(model, paths + [im.path for im in cohort_images], run.layer, batch_size=run.batch_size)
+        x, neg = feats[: len(images)], feats[len(images):]
+        standardiser = Standardiser.fit(neg)
+        cohort_writers = sorted({im.writer for im in cohort_images})
+
+        def negatives(w: int, r: int) -> tuple[np.ndarray, Any]:
+            return neg, standardiser
+    copies = _reference_copies(model, images, refs, run.layer, run.batch_size, run.augment, run.seed)
+    fused = run.fusion is not None
+    pairs = _pair_scores(claims, run) if fused else {}
     results = []
     for r in references:
         scores: dict[str, list[np.ndarray]] = {"genuine": [], "skilled": [], "random": []}
-        for w in sorted(refs):
-            extra = copies[w][:, :r].reshape(-1, x.shape[1]) if augment else None
-            clf = WriterClassifier(svm, standardiser).fit(x[refs[w][:r]], neg, extra)
-            others = [i for o in sorted(refs) if o != w for i in questioned[o]]
-            for kind, idx in (("genuine", questioned[w]), ("skilled", by_writer[w]["forged"]), ("random", others)):
-                if idx:
-                    scores[kind].append(clf.decision_function(x[idx]))
-        genuine = np.concatenate(scores["genuine"])
-        rates = {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
+        for w in order:
+            negs, std = negatives(w, r)
+            extra = copies[w][:, :r].reshape(-1, x.shape[1]) if run.augment else None
+            clf = WriterClassifier(run.svm, std).fit(x[refs[w][:r]], negs, extra)
+            for kind, idx in claims.of(w):
+                s = clf.decision_function(x[idx])
+                scores[kind].append(run.fusion.fuse(s, pairs[(w, kind)][:, :r]) if fused else s)
         results.append(WriterDependentResult(
-            references=int(r), rule="svm", writers=sorted(refs), rates=rates, scoring="svm", layer=layer,
-            cohort=cohort_writers, augment=int(augment),
+            references=int(r), rule="fused" if fused else "svm", writers=order, rates=_kind_rates(scores, run.fars),
+            scoring="fused" if fused else "svm", layer=run.layer, cohort=cohort_writers, augment=int(run.augment),
+            fusion=run.fusion.to_dict() if fused else None,
         ))
     return results
+
+
+def _pair_scores(claims: _Claims, run: _SVMRun) -> dict[tuple[int, str], np.ndarray]:
+    """(writer, kind) -> float ``(Q, pool)``: the fusion's pair model's scores of that
+    writer's questioned images of that kind against its reference pool, in pool order."""
+    from twinshot.writer_dependent.fusion import embed_images, load_pairs_model, pair_scores
+
+    pairs_model = load_pairs_model(run.fusion)
+    emb = embed_images(pairs_model, [im.path for im in claims.images], batch_size=run.batch_size)
+    return {
+        (w, kind): pair_scores(pairs_model, emb[idx], emb[claims.refs[w]])
+        for w in sorted(claims.refs) for kind, idx in claims.of(w)
+    }
 
 
 def _reference_copies(
@@ -257,46 +317,3 @@ def _reference_copies(
         copies[w] = aug[:, start : start + len(refs[w])]
         start += len(refs[w])
     return copies
-
-
-def _svm_enrolled_cohort(
-    model: Any,
-    images: list[Any],
-    by_writer: dict[int, dict[str, list[int]]],
-    refs: dict[int, list[int]],
-    questioned: dict[int, list[int]],
-    references: Sequence[int],
-    layer: str,
-    svm: Any,
-    fars: Sequence[float],
-    batch_size: int,
-    augment: int,
-    seed: int,
-) -> list[WriterDependentResult]:
-    """As :func:`_svm_results` with, for each writer, the other enrolled writers' ``R``
-    references as the cohort (what a gallery holds; no outside writers)."""
-    from twinshot.writer_dependent import Standardiser, WriterClassifier, image_features
-
-    order = sorted(refs)
-    x = image_features(model, [im.path for im in images], layer, batch_size=batch_size)
-    copies = _reference_copies(model, images, refs, layer, batch_size, augment, seed)
-    results = []
-    for r in references:
-        scores: dict[str, list[np.ndarray]] = {"genuine": [], "skilled": [], "random": []}
-        for w in order:
-            neg = x[[i for o in order if o != w for i in refs[o][:r]]]
-            if len(neg) < 2:
-                raise DataError("the enrolled cohort needs at least two references of other writers")
-            extra = copies[w][:, :r].reshape(-1, x.shape[1]) if augment else None
-            clf = WriterClassifier(svm, Standardiser.fit(neg)).fit(x[refs[w][:r]], neg, extra)
-            others = [i for o in order if o != w for i in questioned[o]]
-            for kind, idx in (("genuine", questioned[w]), ("skilled", by_writer[w]["forged"]), ("random", others)):
-                if idx:
-                    scores[kind].append(clf.decision_function(x[idx]))
-        genuine = np.concatenate(scores["genuine"])
-        rates = {k: _rates(genuine, np.concatenate(scores[k]), fars) for k in KINDS if scores[k]}
-        results.append(WriterDependentResult(
-            references=int(r), rule="svm", writers=order, rates=rates, scoring="svm", layer=layer,
-            cohort=order, augment=int(augment),
-        ))
-    return results

@@ -878,7 +878,8 @@ class Gallery:
         when ``identity`` is not enrolled). See :mod:`twinshot.gallery.claims`.
         ``scoring="svm"``: scored by the identity's own SVM instead (needs kept images; an
         :class:`~twinshot.writer_dependent.gallery_claims.SVMClaimVerification`, see
-        :mod:`twinshot.writer_dependent.gallery_claims`)."""
+        :mod:`twinshot.writer_dependent.gallery_claims`); ``"fused"``: that SVM plus the pair
+        model stored with the gallery's model (:mod:`twinshot.writer_dependent.fusion`)."""
         from twinshot.gallery.claims import verify_claim_embeddings
 
         if scoring != "distance":

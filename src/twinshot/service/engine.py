@@ -319,13 +319,14 @@ class Engine:
     async def verify_identity(self, upload: Upload, identity: str, scoring: str = "distance") -> dict[str, Any]:
         """Does the image show ``identity``? Its score under the gallery's rule over that
         identity's references, the calibrated probability and the decision; or, with
-        ``scoring="svm"``, the identity's own SVM (:mod:`twinshot.writer_dependent.gallery_claims`)."""
+        ``scoring="svm"``, the identity's own SVM (:mod:`twinshot.writer_dependent.gallery_claims`);
+        ``"fused"``: that SVM plus the model's stored pair model."""
         self.check_identity(identity)
-        if scoring not in ("distance", "svm"):
-            raise ServiceError(422, "invalid_scoring", f"scoring must be 'distance' or 'svm', got {scoring!r}")
+        if scoring not in ("distance", "svm", "fused"):
+            raise ServiceError(422, "invalid_scoring", f"scoring must be 'distance', 'svm' or 'fused', got {scoring!r}")
         images = await self.decode([upload])
-        if scoring == "svm":
-            return {"image": upload.name, "identity": identity, **await self._in(self._read, self._verify_svm, upload, identity)}
+        if scoring in ("svm", "fused"):
+            return {"image": upload.name, "identity": identity, **await self._in(self._read, self._verify_svm, upload, identity, scoring)}
 
         def run() -> dict[str, Any]:
             from twinshot.gallery.claims import UnknownIdentity, verify_claim_embeddings
@@ -341,12 +342,12 @@ class Engine:
 
         return {"image": upload.name, "identity": identity, **await self._in(self._read, run)}
 
-    def _verify_svm(self, upload: Upload, identity: str) -> dict[str, Any]:
+    def _verify_svm(self, upload: Upload, identity: str, scoring: str = "svm") -> dict[str, Any]:
         from twinshot.gallery.claims import UnknownIdentity
         from twinshot.writer_dependent.gallery_claims import verify_claim_scored
 
         try:
-            claim = verify_claim_scored(self.gallery, identity, upload.data, "svm")
+            claim = verify_claim_scored(self.gallery, identity, upload.data, scoring)
         except UnknownIdentity:
             raise ServiceError(404, "unknown_identity", f"identity {identity!r} is not enrolled") from None
         except TwinshotError as exc:  # no kept images, too small a cohort: the gallery's setup

@@ -99,7 +99,7 @@ async def verify(
     image2: Optional[UploadFile] = File(None, description="Second image (with image1)."),
     image: Optional[UploadFile] = File(None, description="One image (with identity)."),
     identity: Optional[str] = Form(None, description="An enrolled identity (with image)."),
-    scoring: Optional[str] = Form(None, description="With identity: 'distance' (default, the gallery's rule) or 'svm' (the identity's own SVM; needs kept images)."),
+    scoring: Optional[str] = Form(None, description="With identity: 'distance' (default, the gallery's rule) or 'svm' (the identity's own SVM; needs kept images) or 'fused' (that SVM plus the model's stored pair model)."),
     who: Principal = Depends(require("read")),
 ) -> dict[str, Any]:
     """Two images (``image1``, ``image2``), or one image and an enrolled ``identity``:

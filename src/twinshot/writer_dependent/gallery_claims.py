@@ -17,6 +17,12 @@ reference:
   value (higher is more genuine), accepted when ``score >= threshold`` (``0.0``, the SVM's
   own boundary, unless given). There is no calibrated probability (``None``).
 
+``scoring="fused"`` (``--scoring fused``, ``scoring=fused``) adds the pair model named by
+the gallery model's stored claims fusion (:mod:`twinshot.writer_dependent.fusion`; e.g.
+``signatures-cedar`` stores ``signatures-cedar-pairs`` and its weight): the questioned image
+against each kept reference image, combined and weighted, added to the SVM's score;
+accepted at the fusion's stored threshold unless one is given.
+
 A fitted classifier is cached per identity together with the ids of the references and of
 the cohort it was fitted on; when the identity's references change (re-enrolled, added to,
 removed) or the cohort changes, it is fitted again. Features of kept images are cached by
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+import torch
 
 from twinshot.errors import ConfigError, DataError
 from twinshot.writer_dependent.classifier import Standardiser, SVMConfig, WriterClassifier
@@ -42,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from twinshot.gallery.gallery import Gallery
 
 #: How ``Gallery.verify_claim`` scores a claim: the gallery's distance rule, or the SVM here.
-CLAIM_SCORINGS: tuple[str, ...] = ("distance", "svm")
+CLAIM_SCORINGS: tuple[str, ...] = ("distance", "svm", "fused")
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ class SVMClaimVerification:
         references: the identity's references the SVM was fitted on.
         cohort: the cohort images (negatives) it was fitted on.
         layer: the model's features.
+        rule: ``"svm"``, or ``"fused"`` when the score also holds the weighted pair scores.
     """
 
     identity: str
@@ -110,7 +118,7 @@ class SVMClaimVerification:
         return {
             "identity": self.identity, "same": self.same, "score": self.score, "probability": None,
             "threshold": self.threshold, "rule": self.rule, "references": self.references,
-            "cohort": self.cohort, "layer": self.layer, "scoring": "svm",
+            "cohort": self.cohort, "layer": self.layer, "scoring": self.rule,
         }
 
 
@@ -170,6 +178,8 @@ class WriterSVMClaims:
         self._lock = threading.RLock()
         self._features: dict[int, np.ndarray] = {}  # embedding id -> (F,)
         self._cohort_features: np.ndarray | None = None
+        self._pairs: tuple[Any, Any] | None = None  # (ClaimFusion, pair model), loaded on the first fused claim
+        self._pair_embeddings: dict[int, Any] = {}  # embedding id -> the pair model's (D,)
         self._fitted: OrderedDict[str, tuple[tuple[Any, ...], WriterClassifier, int, int]] = OrderedDict()
 
     # -- features ---------------------------------------------------------------------------
@@ -239,6 +249,7 @@ class WriterSVMClaims:
                 if g.fingerprint != self._fingerprint:  # re-embedded into another model: start again
                     self._fingerprint = g.fingerprint
                     self._features.clear()
+                    self._pair_embeddings.clear()
                     self._fitted.clear()
                     self._cohort_features = None
                     if self._own_model:
@@ -274,20 +285,65 @@ class WriterSVMClaims:
                 self._fitted.popitem(last=False)
             return clf, len(ref_ids), len(cohort)
 
-    def verify(self, identity: str, images: Sequence[Any], *, threshold: float | None = None) -> list[SVMClaimVerification]:
-        """One :class:`SVMClaimVerification` per image of ``images``, all claiming ``identity``.
+    def verify(
+        self, identity: str, images: Sequence[Any], *, threshold: float | None = None, fused: bool = False
+    ) -> list[SVMClaimVerification]:
+        """One :class:`SVMClaimVerification` per image of ``images``, all claiming ``identity``;
+        with ``fused``, the SVM's score plus the stored fusion's weighted pair scores (the
+        default threshold is then the fusion's).
 
         Raises:
             UnknownIdentity: when ``identity`` is not enrolled.
             DataError: naming an image that cannot be read.
+            ConfigError: ``fused`` with a gallery model that stores no claims fusion.
         """
-        threshold = self.config.threshold if threshold is None else float(threshold)
+        fusion = self.fusion()[0] if fused else None
+        default = fusion.threshold if fusion is not None else self.config.threshold
+        threshold = default if threshold is None else float(threshold)
         clf, n_refs, n_cohort = self.classifier(identity)
         scores = clf.decision_function(self.features(images))
+        if fusion is not None:
+            scores = fusion.fuse(scores, self.pair_scores(identity, images))
+        rule = "fused" if fused else "svm"
         return [
-            SVMClaimVerification(identity, bool(s >= threshold), float(s), threshold, n_refs, n_cohort, self.config.layer)
+            SVMClaimVerification(identity, bool(s >= threshold), float(s), threshold, n_refs, n_cohort, self.config.layer, rule)
             for s in scores.tolist()
         ]
+
+    # -- fusion with a pair model -----------------------------------------------------------
+
+    def fusion(self) -> tuple[Any, Any]:
+        """The gallery model's stored :class:`~twinshot.writer_dependent.fusion.ClaimFusion`
+        and its pair model (loaded once)."""
+        from twinshot.writer_dependent.fusion import load_pairs_model, model_fusion
+
+        with self._lock:
+            if self._pairs is None:
+                fusion = model_fusion(self.gallery.model_ref)
+                self._pairs = (fusion, load_pairs_model(fusion))
+            return self._pairs
+
+    def pair_scores(self, identity: str, images: Sequence[Any]) -> np.ndarray:
+        """The pair model's scores ``(Q, R)`` of ``images`` against ``identity``'s kept
+        reference images (their pair embeddings computed once each)."""
+        from twinshot.gallery.claims import UnknownIdentity
+        from twinshot.writer_dependent.fusion import embed_images, pair_scores
+
+        pairs_model = self.fusion()[1]
+        g = self.gallery
+        with self._lock:
+            with g._lock:
+                g._refresh()
+                ident_id = g._store.identity_id(identity)
+                ids = [int(i) for i in g._store.image_ids_of(ident_id)] if ident_id is not None else []
+                if not ids:
+                    raise UnknownIdentity(f"identity {identity!r} is not enrolled in {g.path}")
+                missing = [i for i in ids if i not in self._pair_embeddings]
+                data = self._fetch(missing)
+            for i, e in zip(missing, embed_images(pairs_model, [data[i] for i in missing])):
+                self._pair_embeddings[i] = e
+            refs = torch.stack([self._pair_embeddings[i] for i in ids])
+        return pair_scores(pairs_model, embed_images(pairs_model, list(images)), refs)
 
 
 _PER_GALLERY: "weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], WriterSVMClaims]]" = weakref.WeakKeyDictionary()
@@ -338,12 +394,13 @@ def verify_claim_scored(
 ) -> Any:
     """Is ``image`` of ``identity``? Scored by the gallery's distance rule
     (``"distance"``: a :class:`twinshot.gallery.ClaimVerification`) or by the identity's SVM
-    (``"svm"``: an :class:`SVMClaimVerification`, against ``cohort`` when given)."""
+    (``"svm"``: an :class:`SVMClaimVerification`, against ``cohort`` when given), or the SVM
+    fused with the gallery model's stored pair model (``"fused"``)."""
     if scoring not in CLAIM_SCORINGS:
         raise ConfigError(f"unknown scoring {scoring!r}; valid: {', '.join(CLAIM_SCORINGS)}")
     if scoring == "distance":
         if cohort is not None:
-            raise ConfigError("a cohort is only used by scoring 'svm'")
+            raise ConfigError("a cohort is only used by scoring 'svm' and 'fused'")
         return gallery.verify_claim(identity, image, threshold=threshold)
-    (result,) = svm_claims(gallery, cohort).verify(identity, [image], threshold=threshold)
+    (result,) = svm_claims(gallery, cohort).verify(identity, [image], threshold=threshold, fused=scoring == "fused")
     return result
