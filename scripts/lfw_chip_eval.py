@@ -72,6 +72,7 @@ def trunk(enc, x: torch.Tensor) -> torch.Tensor:
     return h
 
 
+@torch.no_grad()
 def embed(enc, chips: np.ndarray, k: int, trunks: list | None = None) -> np.ndarray:
     """``(N, 2 + 2k, 128)``: plain, mirror, then each jitter and its mirror. ``trunks``
     collects the trunk outputs (up to ``conv256_2``) of the plain and mirror views."""

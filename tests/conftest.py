@@ -18,6 +18,17 @@ DATASETS = Path(os.environ.get("TWINSHOT_DATASETS", ROOT.parent / "shared" / "da
 OMNIGLOT = DATASETS / "omniglot"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (many small operations: faster on a shared CPU), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def datasets_dir() -> Path:
     if not DATASETS.is_dir():

@@ -22,12 +22,19 @@ def run_json(capsys, *args: object):
     return json.loads(out)
 
 
-def test_shipped_ensemble_holds_the_omniglot_weights() -> None:
-    ens, own = load_model("omniglot-ensemble"), load_model("omniglot")
-    assert ens.spec.encoder == "ensemble" and ens.embedding_dim == 128 + 512 and ens.preprocessing.size == (105, 105)
+def _first_member_is(ensemble: str, own: str):
+    """Load the shipped ``ensemble``, check that its first member holds ``own``'s encoder weights bit for bit."""
+    ens, alone = load_model(ensemble), load_model(own)
+    assert ens.spec.encoder == "ensemble"
     first = ens.encoder.members[0].encoder
-    for k, v in own.encoder.state_dict().items():
+    for k, v in alone.encoder.state_dict().items():
         torch.testing.assert_close(first.state_dict()[k], v, rtol=0, atol=0)
+    return ens, alone
+
+
+def test_shipped_ensemble_holds_the_omniglot_weights() -> None:
+    ens, _ = _first_member_is("omniglot-ensemble", "omniglot")
+    assert ens.embedding_dim == 128 + 512 and ens.preprocessing.size == (105, 105)
     meta = model_metadata("omniglot-ensemble")
     assert [m["input_size"] for m in meta["members"]] == [28, 42] and "command" in meta
 
@@ -49,11 +56,8 @@ def test_gallery_and_verify_with_the_ensemble(capsys, tmp_path: Path, omniglot_d
 
 
 def test_shipped_minimal_ensemble_holds_the_omniglot_minimal_weights() -> None:
-    ens, own = load_model("omniglot-minimal-ensemble"), load_model("omniglot-minimal")
-    assert ens.spec.encoder == "ensemble" and ens.embedding_dim == 64 + 128 and ens.preprocessing.size == (28, 28)
-    first = ens.encoder.members[0].encoder
-    for k, v in own.encoder.state_dict().items():
-        torch.testing.assert_close(first.state_dict()[k], v, rtol=0, atol=0)
+    ens, own = _first_member_is("omniglot-minimal-ensemble", "omniglot-minimal")
+    assert ens.embedding_dim == 64 + 128 and ens.preprocessing.size == (28, 28)
     image = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         both, alone = ens.embed(image), own.embed(image)

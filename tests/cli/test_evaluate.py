@@ -17,15 +17,7 @@ from twinshot.evaluation import read_pairs_csv
 from twinshot.models import ModelSpec, build_model, load_model, save_model
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Many small torch operations: one thread is faster on a shared CPU."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

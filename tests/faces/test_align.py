@@ -20,12 +20,7 @@ PHOTO = LFW / "Colin_Powell" / "Colin_Powell_0001.jpg"
 OTHER = LFW / "Tony_Blair" / "Tony_Blair_0001.jpg"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

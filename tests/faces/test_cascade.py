@@ -22,12 +22,7 @@ from twinshot.faces.align import (
 PHOTO = DATASETS / "lfw" / "Colin_Powell" / "Colin_Powell_0001.jpg"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _face(scale: float, angle: float, shift: tuple[float, float]) -> np.ndarray:

@@ -19,6 +19,8 @@ from twinshot.writer_dependent.fusion import FUSION_KEY, ClaimFusion, embed_imag
 from twinshot.writer_dependent.gallery_claims import SVMClaimConfig, WriterSVMClaims, verify_claim_scored
 from twinshot.writer_dependent.handcrafted import descriptor_size
 
+from tests.writer_dependent.test_gallery_claims import _genuine, cedar  # noqa: F401 (cedar is a fixture)
+
 H, W = 30, 44
 
 
@@ -72,16 +74,6 @@ def test_the_fusion_is_stored_with_the_model(models: tuple[Path, Path, Path]) ->
         model_fusion(None)
 
 
-@pytest.fixture()
-def cedar(datasets_dir: Path) -> Path:
-    root = datasets_dir / "cedar"
-    if not root.is_dir():
-        pytest.skip("cedar not found")
-    return root
-
-
-def _genuine(cedar: Path, writer: int, numbers: range) -> list[Path]:
-    return [cedar / "full_org" / f"original_{writer}_{n}.png" for n in numbers]
 
 
 def test_fused_gallery_claims_are_svm_plus_weighted_pair_scores(tmp_path: Path, cedar: Path, models: tuple[Path, Path, Path]) -> None:
