@@ -231,6 +231,22 @@ class WriterSVMClaims:
             )
         return ids
 
+    def _references_of(self, identity: str) -> tuple[int, np.ndarray]:
+        """``identity``'s store id and the ids of its reference images (call under the
+        gallery's lock, after its refresh).
+
+        Raises:
+            UnknownIdentity: when ``identity`` is not enrolled (or has no references).
+        """
+        from twinshot.gallery.claims import UnknownIdentity
+
+        g = self.gallery
+        ident_id = g._store.identity_id(identity)
+        ref_ids = g._store.image_ids_of(ident_id) if ident_id is not None else np.zeros(0, np.int64)
+        if ident_id is None or len(ref_ids) == 0:
+            raise UnknownIdentity(f"identity {identity!r} is not enrolled in {g.path}")
+        return int(ident_id), ref_ids
+
     # -- classifiers ------------------------------------------------------------------------
 
     def classifier(self, identity: str) -> tuple[WriterClassifier, int, int]:
@@ -240,8 +256,6 @@ class WriterSVMClaims:
         Raises:
             UnknownIdentity: when ``identity`` is not enrolled.
         """
-        from twinshot.gallery.claims import UnknownIdentity
-
         g = self.gallery
         with self._lock:
             with g._lock:
@@ -254,11 +268,8 @@ class WriterSVMClaims:
                     self._cohort_features = None
                     if self._own_model:
                         self._model = None
-                ident_id = g._store.identity_id(identity)
-                ref_ids = g._store.image_ids_of(ident_id) if ident_id is not None else np.zeros(0, np.int64)
-                if ident_id is None or len(ref_ids) == 0:
-                    raise UnknownIdentity(f"identity {identity!r} is not enrolled in {g.path}")
-                cohort_ids = self._cohort_ids(int(ident_id))
+                ident_id, ref_ids = self._references_of(identity)
+                cohort_ids = self._cohort_ids(ident_id)
                 key = (tuple(int(i) for i in ref_ids), ("given",) if cohort_ids is None else tuple(int(i) for i in cohort_ids))
                 cached = self._fitted.get(identity)
                 if cached is not None and cached[0] == key:
@@ -326,7 +337,6 @@ class WriterSVMClaims:
     def pair_scores(self, identity: str, images: Sequence[Any]) -> np.ndarray:
         """The pair model's scores ``(Q, R)`` of ``images`` against ``identity``'s kept
         reference images (their pair embeddings computed once each)."""
-        from twinshot.gallery.claims import UnknownIdentity
         from twinshot.writer_dependent.fusion import embed_images, pair_scores
 
         pairs_model = self.fusion()[1]
@@ -334,10 +344,7 @@ class WriterSVMClaims:
         with self._lock:
             with g._lock:
                 g._refresh()
-                ident_id = g._store.identity_id(identity)
-                ids = [int(i) for i in g._store.image_ids_of(ident_id)] if ident_id is not None else []
-                if not ids:
-                    raise UnknownIdentity(f"identity {identity!r} is not enrolled in {g.path}")
+                ids = [int(i) for i in self._references_of(identity)[1]]
                 missing = [i for i in ids if i not in self._pair_embeddings]
                 data = self._fetch(missing)
             for i, e in zip(missing, embed_images(pairs_model, [data[i] for i in missing])):
