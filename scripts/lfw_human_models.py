@@ -115,13 +115,14 @@ def embed(net: TfjsGraph, chips: np.ndarray, norm: str, log) -> np.ndarray:
     ``(p - 127.5) / 128``, ``01`` ``p / 255``, ``0255`` the pixels as they are)."""
     outs = []
     t0 = time.time()
-    for i in range(0, len(chips), 64):
-        x = torch.from_numpy(chips[i : i + 64]).float()[..., None].expand(-1, -1, -1, 3)
+    step = 64 if chips.shape[1] <= 112 else 16
+    for i in range(0, len(chips), step):
+        x = torch.from_numpy(chips[i : i + step]).float()[..., None].expand(-1, -1, -1, 3)
         x = (x - 127.5) / 128.0 if norm == "m1" else x / 255.0 if norm == "01" else x
         e = net(torch.cat([x, x.flip(2)], 0).contiguous())
         b = x.shape[0]
         outs.append(torch.stack([e[:b], e[b:]], 1).numpy())
-        if i % 640 == 0:
+        if i % 1280 == 0:
             log(f"  {i + b}/{len(chips)} {time.time() - t0:.0f}s")
     return np.concatenate(outs, 0)
 

