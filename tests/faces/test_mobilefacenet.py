@@ -158,7 +158,6 @@ def test_prelu_fusion_is_exact(encoder, one_torch_thread) -> None:
     consts = {name: getattr(net, slot) for name, slot in net._slots.items() if "#" not in name}
     # rebuild from the packaged nodes without the rewrite
     from safetensors import safe_open
-    import json
 
     from twinshot.faces.mobilefacenet import PACKAGED_DIR
     from twinshot.faces.weights import load_stored

@@ -109,14 +109,12 @@ def _conv(x: torch.Tensor, w: torch.Tensor, attrs: dict[str, Any], groups: int) 
         raise TwinshotError(f"unsupported conv strides {s} / dilations {d}")
     xc = x.permute(0, 3, 1, 2)
     if attrs.get("padding", "VALID") == "SAME":
-        xc = pad_same(xc, w.shape[-1], s[1]) if w.shape[-1] == w.shape[-2] else _bad(f"non-square filter {tuple(w.shape)}")
+        if w.shape[-1] != w.shape[-2]:
+            raise TwinshotError(f"unsupported non-square filter {tuple(w.shape)} with SAME padding")
+        xc = pad_same(xc, w.shape[-1], s[1])
     elif attrs.get("padding") != "VALID":
         raise TwinshotError(f"unsupported padding {attrs.get('padding')!r}")
     return F.conv2d(xc, w, None, s[1], 0, 1, groups).permute(0, 2, 3, 1)
-
-
-def _bad(message: str) -> torch.Tensor:
-    raise TwinshotError(message)
 
 
 _BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -245,10 +243,10 @@ class TfjsGraph(nn.Module):
         used = {i.split(":")[0] for n in self.order for i in n["inputs"]}
         for k, name in enumerate(sorted(c for c in consts if c in used)):
             self._slots[name] = f"c{k}"
-            self.register_buffer(f"c{k}", self._prepare(name, consts[name], by_name, nodes))
+            self.register_buffer(f"c{k}", self._prepare(name, consts[name], nodes))
 
     @staticmethod
-    def _prepare(name: str, t: torch.Tensor, by_name: dict, nodes: list[dict[str, Any]]) -> torch.Tensor:
+    def _prepare(name: str, t: torch.Tensor, nodes: list[dict[str, Any]]) -> torch.Tensor:
         """Conv filters in torch layout; everything else as stored."""
         for n in nodes:
             if len(n["inputs"]) > 1 and n["inputs"][1] == name:
