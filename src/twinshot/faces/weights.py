@@ -48,9 +48,9 @@ class StoredTensor:
 
     def dequantize(self) -> np.ndarray:
         """float32 values: ``q * scale + min`` computed in float64 then rounded to float32
-        (as tfjs does in JavaScript numbers)."""
+        (as tfjs does in JavaScript numbers); an int32 tensor stays int32."""
         if self.scale is None:
-            return self.values.astype(np.float32)
+            return self.values if self.values.dtype == np.int32 else self.values.astype(np.float32)
         return (self.values.astype(np.float64) * self.scale + self.minimum).astype(np.float32)
 
 
@@ -61,40 +61,56 @@ def read_face_api(manifest: str | Path) -> dict[str, StoredTensor]:
         TwinshotError: if the bytes do not match the manifest exactly.
     """
     manifest = Path(manifest)
-    groups = json.loads(manifest.read_text())
+    return read_weight_groups(json.loads(manifest.read_text()), manifest.parent, str(manifest))
+
+
+def read_weight_groups(groups: list[dict], folder: Path, source: str) -> dict[str, StoredTensor]:
+    """Read the tensors of a tfjs weights manifest (a list of ``{"paths", "weights"}``
+    groups, as in a face-api manifest or a graph model's ``weightsManifest``) from the
+    ``.bin`` files in ``folder``: uint8- or float16-quantised, float32 or int32 tensors.
+
+    Raises:
+        TwinshotError: ``"<source>: ..."`` if the bytes do not match the manifest exactly.
+    """
     out: dict[str, StoredTensor] = {}
     for group in groups:
-        data = b"".join((manifest.parent / p).read_bytes() for p in group["paths"])
+        data = b"".join((folder / p).read_bytes() for p in group["paths"])
         offset = 0
         for w in group["weights"]:
             shape = tuple(int(s) for s in w["shape"])
             n = int(np.prod(shape)) if shape else 1
             q = w.get("quantization")
-            if q:
+            if q and q["dtype"] == "float16":  # stored as half floats, computed in float32
+                values = np.frombuffer(data, "<f2", n, offset).reshape(shape).copy()
+                out[w["name"]] = StoredTensor(values)
+                offset += 2 * n
+            elif q:
                 if q["dtype"] != "uint8":
-                    raise TwinshotError(f"{manifest}: {w['name']}: unsupported quantisation {q['dtype']}")
+                    raise TwinshotError(f"{source}: {w['name']}: unsupported quantisation {q['dtype']}")
                 values = np.frombuffer(data, np.uint8, n, offset).reshape(shape).copy()
                 out[w["name"]] = StoredTensor(values, float(q["scale"]), float(q["min"]))
                 offset += n
             else:
-                if w["dtype"] != "float32":
-                    raise TwinshotError(f"{manifest}: {w['name']}: unsupported dtype {w['dtype']}")
-                values = np.frombuffer(data, "<f4", n, offset).reshape(shape).copy()
+                if w["dtype"] not in ("float32", "int32"):
+                    raise TwinshotError(f"{source}: {w['name']}: unsupported dtype {w['dtype']}")
+                dtype = "<f4" if w["dtype"] == "float32" else "<i4"
+                values = np.frombuffer(data, dtype, n, offset).reshape(shape).copy()
                 out[w["name"]] = StoredTensor(values)
                 offset += 4 * n
         if offset != len(data):
-            raise TwinshotError(f"{manifest}: read {offset} bytes of {len(data)}")
+            raise TwinshotError(f"{source}: read {offset} bytes of {len(data)}")
     return out
 
 
-def write_packaged(tensors: dict[str, StoredTensor], path: str | Path) -> None:
-    """Store tensors still quantised as safetensors (see the module docstring)."""
+def write_packaged(tensors: dict[str, StoredTensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Store tensors still quantised as safetensors (see the module docstring); ``metadata``
+    adds string entries to the file's header."""
     flat: dict[str, np.ndarray] = {}
     for name, t in tensors.items():
         flat[name] = np.ascontiguousarray(t.values)
         if t.scale is not None:
             flat[name + _SCALE_MIN] = np.array([t.scale, t.minimum], dtype=np.float64)
-    save_file(flat, str(path), metadata={"format": "twinshot-face-api/1"})
+    save_file(flat, str(path), metadata={"format": "twinshot-face-api/1", **(metadata or {})})
 
 
 def load_stored(path: str | Path) -> dict[str, StoredTensor]:
