@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import shutil
 from pathlib import Path
 
-from twinshot.faces.weights import NETS, PACKAGED_DIR, read_face_api, write_packaged
+from twinshot.faces.weights import NETS, PACKAGED_DIR, read_face_api, write_npm_provenance, write_packaged
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package", type=Path, help="the unpacked npm package (holds package.json and model/)")
     args = parser.parse_args()
-    pkg = json.loads((args.package / "package.json").read_text())
     PACKAGED_DIR.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     nets: dict[str, dict] = {}
@@ -39,17 +36,11 @@ def main() -> None:
             "quantised_uint8": sum(t.scale is not None for t in tensors.values()),
         }
         print(f"{stem}: {nets[out]}")
-    shutil.copy2(args.package / "LICENSE", PACKAGED_DIR / "LICENSE")
-    provenance = {
-        "package": pkg["name"],
-        "version": pkg["version"],
-        "licence": pkg.get("license", "MIT"),
-        "source": f"https://registry.npmjs.org/{pkg['name']}/-/{pkg['name'].split('/')[-1]}-{pkg['version']}.tgz",
-        "sha256": files,
-        "nets": nets,
-        "converted_by": "scripts/convert_face_api.py (tensors kept uint8 with scale/min; dequantised at load)",
-    }
-    (PACKAGED_DIR / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    write_npm_provenance(
+        args.package, PACKAGED_DIR, files,
+        "scripts/convert_face_api.py (tensors kept uint8 with scale/min; dequantised at load)", nets=nets,
+    )
+
 
 
 if __name__ == "__main__":

