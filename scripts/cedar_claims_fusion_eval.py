@@ -180,13 +180,15 @@ if __name__ == "__main__":
                     help="store split SPLIT's fusion in MODEL_DIR/model.json, naming PAIRS_MODEL")
     ap.add_argument("--how", choices=("inner", "cross"), default="inner")
     ap.add_argument("--combine", choices=("max", "mean"), default="max")
+    ap.add_argument("--no-train", action="store_true", help="skip the train-group fits (scores from cedar_claims_fusion.py --val-only)")
     a = ap.parse_args()
     if a.write:
         for split, model_dir, pairs_model in a.write:
             write_fusion(model_dir, pairs_model, int(split), a.splits, a.how, a.combine)
         raise SystemExit(0)
     args = a.splits
-    main(args)
+    if not a.no_train:
+        main(args)
     for combine in ("max", "mean"):
         w, rows = report(args, combine)
         print(f"\n### combine {combine}; weights {w}")

@@ -52,7 +52,7 @@ def test_signatures_cedar_is_shipped_with_its_preprocessing() -> None:
 
 def test_signatures_cedar_separates_skilled_forgeries_of_unseen_writers(datasets_dir: Path) -> None:
     """Two of its validation writers: better than chance on genuine vs skilled forgery pairs
-    (the shipped figure on all ten is EER 22.9%, see docs/applications.md)."""
+    (the shipped figure on all ten is EER 23.1%, run 33 in docs/applications.md)."""
     from twinshot.data.datasets.cedar import cedar_pairs
     from twinshot.evaluation.verification import pair_scores, verification_metrics
 

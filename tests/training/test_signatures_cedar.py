@@ -72,3 +72,23 @@ def test_extra_training_identities_join_the_training_part_only(cedar: Path, tmp_
     assert "1/name01" in data.train.class_names and "name01" in data.train.group_names
     assert not any("name" in c for c in data.val.class_names) and data.val.n_classes == 4
     assert data.train.n_classes == 3 * 2 + 2 * 10
+
+
+def test_extra_share_mixes_the_extra_writers_into_each_batch(cedar: Path, tmp_path: Path) -> None:
+    from tests.data.datasets.test_crossmedia import _fake_dataset
+    from twinshot.training.run import _make_sampler
+
+    extra = _fake_dataset(tmp_path / "xm", writers=2, numbers=range(1, 21))
+    overrides = {
+        "data.sources": [str(cedar)], **TINY_CEDAR,
+        "data.extra_train_sources": [str(extra)], "data.extra_train_relabel": "signatures_writer_name",
+    }
+    config = load_config(preset="signatures-cedar", overrides={**overrides, "sampler.extra_share": 0.25})
+    data = prepare_data(config.data, model_spec(config).preprocessing)
+    assert data.extra_classes == {c for c in data.train.class_names if "/name" in c}
+    batch = next(iter(_make_sampler(config, "pairs", data.train, data.extra_classes)))
+    assert sum("/name" in data.train.class_names[int(c)] for c in data.train.labels[batch.idx1]) == 2  # 8 pairs x 0.25
+    assert train(config, tmp_path / "run", progress=False).steps == 2
+    plain = load_config(preset="signatures-cedar", overrides={"data.sources": [str(cedar)], **TINY_CEDAR, "sampler.extra_share": 0.25})
+    with pytest.raises(ConfigError, match="needs data.extra_train_sources"):
+        train(plain, tmp_path / "plain", progress=False)

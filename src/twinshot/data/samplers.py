@@ -356,6 +356,13 @@ class PairSampler(_BlockSampler[PairBatch]):
         hard_negatives: share of different pairs whose second class is another class of
             the first one's group (``class_groups``): a writer's forgeries for that writer.
         class_groups: ``(n_classes,)`` group of each class (for ``hard_negatives``).
+        extra: ``(n_classes,)`` bool, classes of a second, extra set (other writers added
+            to the training part); used only with ``extra_share > 0``.
+        extra_share: share of each batch's same pairs and of its different pairs whose
+            first class is an ``extra`` class; those pairs take their negatives among the
+            extra classes, the others among the rest only (each part keeps its own
+            ``hard_negatives``). 0 (the default): first classes uniform over all classes,
+            as without ``extra``.
     """
 
     def __init__(
@@ -371,6 +378,8 @@ class PairSampler(_BlockSampler[PairBatch]):
         negative_only: torch.Tensor | None = None,
         hard_negatives: float = 0.0,
         class_groups: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
+        extra_share: float = 0.0,
     ) -> None:
         super().__init__(batches, seed)
         self.batch_size = _positive_int("batch_size", batch_size)
@@ -391,8 +400,18 @@ class PairSampler(_BlockSampler[PairBatch]):
             raise DataError(
                 f"different pairs need at least 2 classes, the labels have {len(self._classes)}"
             )
+        if not 0.0 <= float(extra_share) < 1.0:
+            raise ConfigError(f"extra_share must be in [0, 1), got {extra_share}")
+        self.extra_share = float(extra_share)
+        self._parts: list[_Part] = []
+        if self.extra_share > 0:
+            self._parts = _split_parts(
+                self._index, extra, self.extra_share, self.n_same, self.n_different,
+                self._same_classes, negative_only, hard_negatives, class_groups,
+            )
 
     def _config(self) -> dict[str, Any]:
+        mixed = {"extra_share": self.extra_share, "extra_classes": len(self._parts[1].classes)} if self._parts else {}
         return {
             "labels": self._index.fingerprint,
             "batch_size": self.batch_size,
@@ -400,6 +419,7 @@ class PairSampler(_BlockSampler[PairBatch]):
             "same_fraction": self.same_fraction,
             "same_classes": len(self._same_classes),
             **self._negatives.config(),
+            **mixed,
         }
 
     def _batch_elements(self) -> int:
@@ -408,6 +428,16 @@ class PairSampler(_BlockSampler[PairBatch]):
     def _sample_block(self, n: int, g: torch.Generator) -> list[PairBatch]:
         idx = self._index
         parts1, parts2 = [], []
+        if self._parts:
+            for part in self._parts:
+                part.sample(idx, n, g, parts1, parts2)
+            same = torch.cat([torch.ones(n, p.n_same, dtype=torch.bool) for p in self._parts]
+                             + [torch.zeros(n, p.n_different, dtype=torch.bool) for p in self._parts], 1)
+            idx1 = torch.cat(parts1[0::2] + parts1[1::2], 1)
+            idx2 = torch.cat(parts2[0::2] + parts2[1::2], 1)
+            perm = torch.rand(n, self.batch_size, generator=g).argsort(dim=1)
+            idx1, idx2, same = idx1.gather(1, perm), idx2.gather(1, perm), same.gather(1, perm)
+            return [PairBatch(idx1[i], idx2[i], same[i]) for i in range(n)]
         if self.n_same:
             m = n * self.n_same
             classes = self._same_classes[_uniform(m, len(self._same_classes), g)]
@@ -436,6 +466,73 @@ class PairSampler(_BlockSampler[PairBatch]):
         perm = torch.rand(n, self.batch_size, generator=g).argsort(dim=1)
         idx1, idx2, same = idx1.gather(1, perm), idx2.gather(1, perm), same.gather(1, perm)
         return [PairBatch(idx1[i], idx2[i], same[i]) for i in range(n)]
+
+
+class _PartIndex(NamedTuple):
+    """The part of a :class:`_ClassIndex` that :class:`_Negatives` reads, restricted to
+    some classes: ``counts (n_classes,)`` of the whole index, ``present`` of the part."""
+
+    counts: torch.Tensor
+    present: torch.Tensor
+
+
+class _Part:
+    """One part of a mixed pair batch (:class:`PairSampler` with ``extra_share``): its
+    same pairs and its different pairs, negatives drawn within the part."""
+
+    def __init__(self, same_classes: torch.Tensor, classes: torch.Tensor, negatives: _Negatives, n_same: int, n_different: int) -> None:
+        self.same_classes, self.classes, self.negatives = same_classes, classes, negatives
+        self.n_same, self.n_different = n_same, n_different
+
+    def sample(self, idx: _ClassIndex, n: int, g: torch.Generator, out1: list[torch.Tensor], out2: list[torch.Tensor]) -> None:
+        """Append ``(n, n_same)`` same pairs, then ``(n, n_different)`` different pairs."""
+        m = n * self.n_same
+        classes = self.same_classes[_uniform(m, len(self.same_classes), g)]
+        picks = idx.pick(classes, idx.distinct_positions(classes, 2, g)) if m else torch.zeros(0, 2, dtype=torch.long)
+        out1.append(picks[:, 0].reshape(n, self.n_same))
+        out2.append(picks[:, 1].reshape(n, self.n_same))
+        m = n * self.n_different
+        refs = self.negatives.anchors(self.classes)
+        c1 = refs[_uniform(m, len(refs), g)]
+        c2 = self.negatives.draw(c1, g)
+        out1.append(idx.pick(c1, idx.distinct_positions(c1, 1, g)).reshape(n, self.n_different))
+        out2.append(idx.pick(c2, idx.distinct_positions(c2, 1, g)).reshape(n, self.n_different))
+
+
+def _split_parts(
+    index: _ClassIndex,
+    extra: torch.Tensor | None,
+    share: float,
+    n_same: int,
+    n_different: int,
+    same_classes: torch.Tensor,
+    negative_only: torch.Tensor | None,
+    hard_negatives: float,
+    class_groups: torch.Tensor | None,
+) -> list[_Part]:
+    """The main part and the extra part of a mixed pair batch, ``[main, extra]``."""
+    n = len(index.counts)
+    mask = torch.zeros(n, dtype=torch.bool)
+    if extra is not None:
+        given = torch.as_tensor(extra, dtype=torch.bool).flatten()
+        mask[: min(n, len(given))] = given[:n]
+    parts = []
+    for is_extra, k_same, k_diff in (
+        (False, n_same - round(n_same * share), n_different - round(n_different * share)),
+        (True, round(n_same * share), round(n_different * share)),
+    ):
+        classes = index.present[mask[index.present] == is_extra]
+        what = "extra" if is_extra else "main (not extra)"
+        if len(classes) < 2:
+            raise DataError(f"extra_share needs at least 2 {what} classes, the labels have {len(classes)}")
+        negatives = _Negatives(_PartIndex(index.counts, classes), negative_only, hard_negatives, class_groups)  # type: ignore[arg-type]
+        same = same_classes[mask[same_classes] == is_extra]
+        if k_same and len(same) == 0:
+            raise DataError(f"no {what} class has 2 images, so no same pairs can be drawn from it")
+        if len(negatives.anchors(classes)) == 0:
+            raise DataError(f"every {what} class is negative-only: no different pairs can be drawn from it")
+        parts.append(_Part(same, classes, negatives, k_same, k_diff))
+    return parts
 
 
 class TripletSampler(_BlockSampler[TripletBatch]):

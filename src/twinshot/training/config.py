@@ -133,6 +133,10 @@ class SamplerConfig:
             classes used only as negatives ("pairs", "triplets").
         hard_negatives: share of negatives drawn from another class of the anchor's group,
             e.g. the writer's own forgeries ("pairs", "triplets").
+        extra_share: share of each batch's pairs whose first class comes from
+            ``data.extra_train_sources`` ("pairs" only); those pairs take their negatives
+            among the extra classes, the others among the main sources' classes. 0 (the
+            default): pairs drawn over all classes alike, the extra ones included.
     """
 
     batch_size: int = 128
@@ -145,6 +149,7 @@ class SamplerConfig:
     within_group: bool = False
     negative_only: str = ""
     hard_negatives: float = 0.0
+    extra_share: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -107,11 +107,14 @@ class RunData:
         train: training classes (with rotated copies added when configured).
         val: held-out classes for validation and calibration, or None.
         full: everything that was loaded.
+        extra_classes: names of the training classes that came from
+            ``data.extra_train_sources`` (for ``sampler.extra_share``).
     """
 
     train: LabelledImages
     val: LabelledImages | None
     full: LabelledImages
+    extra_classes: frozenset[str] = frozenset()
 
 
 def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: bool = False) -> RunData:
@@ -139,6 +142,7 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
     if relabel is not None:
         train = relabel(train)
         val = None if val is None else relabel(val)
+    extra_classes: frozenset[str] = frozenset()
     if config.extra_train_sources:
         extra = load_sources(config.extra_train_sources, preprocessing, progress=progress, cache_dir=config.cache_dir)
         if config.extra_train_relabel:
@@ -149,6 +153,7 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
         if val is not None and set(extra.class_names) & set(val.class_names):
             raise DataError("data.extra_train_sources share class names with the validation part")
         train = merge_datasets([train, extra])
+        extra_classes = frozenset(extra.class_names)
     if config.rotations:
         from twinshot.data import add_rotated_classes
 
@@ -156,4 +161,4 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
         if bad:
             raise DataError(f"data.rotations must be multiples of 90 other than 0, got {bad}")
         train = add_rotated_classes(train, rotations=tuple(config.rotations))
-    return RunData(train=train, val=val, full=full)
+    return RunData(train=train, val=val, full=full, extra_classes=extra_classes)

@@ -110,7 +110,7 @@ def _negative_only_mask(config: TrainConfig, class_names: Sequence[str]) -> torc
     return torch.tensor([bool(pattern) and fnmatch.fnmatchcase(c, pattern) for c in class_names], dtype=torch.bool)
 
 
-def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any) -> Any:
+def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any, extra_classes: frozenset[str] = frozenset()) -> Any:
     from twinshot import data as D
 
     s, n = config.sampler, config.run.steps_per_epoch
@@ -120,6 +120,13 @@ def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any) -> Any:
     if s.negative_only or s.hard_negatives:
         mask = _negative_only_mask(config, names)
         negatives = dict(negative_only=mask, hard_negatives=s.hard_negatives, class_groups=train_data.class_groups)
+    if s.extra_share:
+        if batch_kind != "pairs":
+            raise ConfigError(f"sampler.extra_share is for pair losses, not {config.loss.name!r} ({batch_kind} batches)")
+        if not extra_classes:
+            raise ConfigError("sampler.extra_share needs data.extra_train_sources")
+        extra = torch.tensor([c in extra_classes for c in names], dtype=torch.bool)
+        negatives = dict(negatives, extra=extra, extra_share=s.extra_share)
     if batch_kind == "pairs":
         return D.PairSampler(train_data.labels, s.batch_size, n, seed, s.same_fraction, class_names=names, skip_small=True, **negatives)
     if batch_kind == "triplets":
@@ -281,7 +288,7 @@ def train(
     from twinshot.training.preflight import check_sizes, held_out_names
 
     check_sizes(config, batch_kind, data.train, data.val)
-    sampler = _make_sampler(config, batch_kind, data.train)
+    sampler = _make_sampler(config, batch_kind, data.train, getattr(data, "extra_classes", frozenset()))
     context = BatchContext(
         data.train.images, data.train.labels, spec.preprocessing, augment,
         precision=precision, channels_last=config.run.channels_last,
