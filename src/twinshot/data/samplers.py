@@ -439,18 +439,9 @@ class PairSampler(_BlockSampler[PairBatch]):
             idx1, idx2, same = idx1.gather(1, perm), idx2.gather(1, perm), same.gather(1, perm)
             return [PairBatch(idx1[i], idx2[i], same[i]) for i in range(n)]
         if self.n_same:
-            m = n * self.n_same
-            classes = self._same_classes[_uniform(m, len(self._same_classes), g)]
-            picks = idx.pick(classes, idx.distinct_positions(classes, 2, g))
-            parts1.append(picks[:, 0].view(n, self.n_same))
-            parts2.append(picks[:, 1].view(n, self.n_same))
+            _same_pairs(idx, self._same_classes, n, self.n_same, g, parts1, parts2)
         if self.n_different and (self._negatives.any or self._negatives.hard is not None):
-            m = n * self.n_different
-            refs = self._negatives.anchors(self._classes)
-            c1 = refs[_uniform(m, len(refs), g)]
-            c2 = self._negatives.draw(c1, g)
-            parts1.append(idx.pick(c1, idx.distinct_positions(c1, 1, g)).view(n, self.n_different))
-            parts2.append(idx.pick(c2, idx.distinct_positions(c2, 1, g)).view(n, self.n_different))
+            _different_pairs(idx, self._negatives, self._classes, n, self.n_different, g, parts1, parts2)
         elif self.n_different:
             m = n * self.n_different
             k = len(self._classes)
@@ -486,17 +477,31 @@ class _Part:
 
     def sample(self, idx: _ClassIndex, n: int, g: torch.Generator, out1: list[torch.Tensor], out2: list[torch.Tensor]) -> None:
         """Append ``(n, n_same)`` same pairs, then ``(n, n_different)`` different pairs."""
-        m = n * self.n_same
-        classes = self.same_classes[_uniform(m, len(self.same_classes), g)]
-        picks = idx.pick(classes, idx.distinct_positions(classes, 2, g)) if m else torch.zeros(0, 2, dtype=torch.long)
-        out1.append(picks[:, 0].reshape(n, self.n_same))
-        out2.append(picks[:, 1].reshape(n, self.n_same))
-        m = n * self.n_different
-        refs = self.negatives.anchors(self.classes)
-        c1 = refs[_uniform(m, len(refs), g)]
-        c2 = self.negatives.draw(c1, g)
-        out1.append(idx.pick(c1, idx.distinct_positions(c1, 1, g)).reshape(n, self.n_different))
-        out2.append(idx.pick(c2, idx.distinct_positions(c2, 1, g)).reshape(n, self.n_different))
+        _same_pairs(idx, self.same_classes, n, self.n_same, g, out1, out2)
+        _different_pairs(idx, self.negatives, self.classes, n, self.n_different, g, out1, out2)
+
+
+def _same_pairs(
+    idx: _ClassIndex, pool: torch.Tensor, n: int, k: int, g: torch.Generator,
+    out1: list[torch.Tensor], out2: list[torch.Tensor],
+) -> None:
+    """Append ``(n, k)`` first and second images of same pairs, classes uniform over ``pool``."""
+    classes = pool[_uniform(n * k, len(pool), g)]
+    picks = idx.pick(classes, idx.distinct_positions(classes, 2, g)) if n * k else torch.zeros(0, 2, dtype=torch.long)
+    out1.append(picks[:, 0].reshape(n, k))
+    out2.append(picks[:, 1].reshape(n, k))
+
+
+def _different_pairs(
+    idx: _ClassIndex, negatives: _Negatives, classes: torch.Tensor, n: int, k: int, g: torch.Generator,
+    out1: list[torch.Tensor], out2: list[torch.Tensor],
+) -> None:
+    """Append ``(n, k)`` images of anchors drawn from ``classes`` and of their negatives."""
+    refs = negatives.anchors(classes)
+    c1 = refs[_uniform(n * k, len(refs), g)]
+    c2 = negatives.draw(c1, g)
+    out1.append(idx.pick(c1, idx.distinct_positions(c1, 1, g)).reshape(n, k))
+    out2.append(idx.pick(c2, idx.distinct_positions(c2, 1, g)).reshape(n, k))
 
 
 def _split_parts(
