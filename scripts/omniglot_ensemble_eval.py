@@ -168,6 +168,7 @@ def main() -> None:
     def draw_values(result) -> dict:
         return {
             "rank1": np.array([d["rank1"] for d in result.per_seed]),
+            "dir1": np.array([d["dir_at_fpir"]["0.01"] for d in result.per_seed]),
             "dir10": np.array([d["dir_at_fpir"]["0.1"] for d in result.per_seed]),
             "best_accuracy": np.array([d["best_accuracy"] for d in result.per_seed]),
         }
