@@ -9,8 +9,11 @@ and the first member's run ``config.toml`` with its ``[model]`` replaced, so tha
 ``twinshot evaluate heldout`` knows the held-out classes. Every member must come from a run
 with the same ``[data]`` split.
 
-    PYTHONPATH=src python scripts/make_omniglot_ensemble.py omniglot /work/main/runs/omniglot-s42 \
-        --size 105 --out src/twinshot/pretrained/omniglot-ensemble
+    PYTHONPATH=src python scripts/make_omniglot_ensemble.py omniglot runs/omniglot-s42 runs/omniglot-s42-seed1 \
+        --size 105 --out src/twinshot/pretrained/omniglot-ensemble --force
+
+(the shipped model since session 8: three members, each member's training command in its
+``model.json``; session 7's two-member model omitted ``runs/omniglot-s42-seed1``).
 
 ``--size 105`` (Omniglot's own resolution): each member then sees PIL's resize straight
 from the drawing to its size, as in its own pipeline (in float, without rounding to 8

@@ -1,5 +1,5 @@
 """The shipped ``omniglot-ensemble`` (an ``ensemble`` encoder: the ``omniglot`` weights at
-28 px and a 42 px member, both resized inside from Omniglot's 105 px) through the command line: a gallery of real Omniglot drawings,
+28 px and two 42 px members (two seeds), all resized inside from Omniglot's 105 px) through the command line: a gallery of real Omniglot drawings,
 ``verify``, ``models list``."""
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ def _first_member_is(ensemble: str, own: str):
 
 def test_shipped_ensemble_holds_the_omniglot_weights() -> None:
     ens, _ = _first_member_is("omniglot-ensemble", "omniglot")
-    assert ens.embedding_dim == 128 + 512 and ens.preprocessing.size == (105, 105)
+    assert ens.embedding_dim == 128 + 512 + 512 and ens.preprocessing.size == (105, 105)
     meta = model_metadata("omniglot-ensemble")
-    assert [m["input_size"] for m in meta["members"]] == [28, 42] and "command" in meta
+    assert [m["input_size"] for m in meta["members"]] == [28, 42, 42] and "command" in meta
+    assert all(m["command"] for m in meta["members"])  # each member's training command
 
 
 def test_gallery_and_verify_with_the_ensemble(capsys, tmp_path: Path, omniglot_dir: Path) -> None:
