@@ -30,12 +30,7 @@ from twinshot.faces.align import box_landmarks, find_face, warp_chip
 from twinshot.faces.arcface import arcface_chip_matrix
 from twinshot.faces.mobilefacenet import INPUT_MEAN, INPUT_SCALE, MobileFaceNet
 
-LFW = Path("../shared/datasets/lfw")
-DEFAULT_IMAGES = [
-    "Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "Colin_Powell/Colin_Powell_0001.jpg",
-    "Colin_Powell/Colin_Powell_0002.jpg", "Tony_Blair/Tony_Blair_0002.jpg", "Serena_Williams/Serena_Williams_0001.jpg",
-    "Tony_Blair/Tony_Blair_0001.jpg",
-]
+from face_api_parity import DEFAULT_IMAGES, LFW  # the same faces as the face-api check (scripts/ is on the path)
 
 
 def arcface_chip(path: Path) -> np.ndarray:
