@@ -433,11 +433,7 @@ class PairSampler(_BlockSampler[PairBatch]):
                 part.sample(idx, n, g, parts1, parts2)
             same = torch.cat([torch.ones(n, p.n_same, dtype=torch.bool) for p in self._parts]
                              + [torch.zeros(n, p.n_different, dtype=torch.bool) for p in self._parts], 1)
-            idx1 = torch.cat(parts1[0::2] + parts1[1::2], 1)
-            idx2 = torch.cat(parts2[0::2] + parts2[1::2], 1)
-            perm = torch.rand(n, self.batch_size, generator=g).argsort(dim=1)
-            idx1, idx2, same = idx1.gather(1, perm), idx2.gather(1, perm), same.gather(1, perm)
-            return [PairBatch(idx1[i], idx2[i], same[i]) for i in range(n)]
+            return self._shuffled(torch.cat(parts1[0::2] + parts1[1::2], 1), torch.cat(parts2[0::2] + parts2[1::2], 1), same, g)
         if self.n_same:
             _same_pairs(idx, self._same_classes, n, self.n_same, g, parts1, parts2)
         if self.n_different and (self._negatives.any or self._negatives.hard is not None):
@@ -451,12 +447,15 @@ class PairSampler(_BlockSampler[PairBatch]):
             c1, c2 = self._classes[first], self._classes[second]
             parts1.append(idx.pick(c1, idx.distinct_positions(c1, 1, g)).view(n, self.n_different))
             parts2.append(idx.pick(c2, idx.distinct_positions(c2, 1, g)).view(n, self.n_different))
-        idx1, idx2 = torch.cat(parts1, 1), torch.cat(parts2, 1)
         same = torch.zeros(n, self.batch_size, dtype=torch.bool)
         same[:, : self.n_same] = True
-        perm = torch.rand(n, self.batch_size, generator=g).argsort(dim=1)
+        return self._shuffled(torch.cat(parts1, 1), torch.cat(parts2, 1), same, g)
+
+    def _shuffled(self, idx1: torch.Tensor, idx2: torch.Tensor, same: torch.Tensor, g: torch.Generator) -> list[PairBatch]:
+        """``(n, batch_size)`` pairs and labels, each row in a random order, as batches."""
+        perm = torch.rand(len(idx1), self.batch_size, generator=g).argsort(dim=1)
         idx1, idx2, same = idx1.gather(1, perm), idx2.gather(1, perm), same.gather(1, perm)
-        return [PairBatch(idx1[i], idx2[i], same[i]) for i in range(n)]
+        return [PairBatch(idx1[i], idx2[i], same[i]) for i in range(len(idx1))]
 
 
 class _PartIndex(NamedTuple):
