@@ -133,7 +133,11 @@ class FaceResNet(Encoder):
 
     def load_face_api(self) -> None:
         """Copy the packaged face-api weights in (TensorFlow layout converted)."""
-        w = load_packaged("face_recognition")
+        self.load_tensors(load_packaged("face_recognition"))
+
+    def load_tensors(self, w: dict[str, torch.Tensor]) -> None:
+        """Copy float32 tensors named and laid out as face-api's ``face_recognition`` net in
+        (``scripts/dlib_dat.py`` makes them from dlib's own file)."""
         self.stem.load_tf(w, "conv32_down")
         for block, (name, *_rest) in zip(self.blocks, BLOCKS):
             block.conv1.load_tf(w, f"{name}/conv1")
