@@ -36,6 +36,7 @@ from twinshot.models.encoders import single_view
 from twinshot.training import toml
 from twinshot.training.config import TrainConfig
 from twinshot.training.calibrate import calibrate_head
+from twinshot.training.data import prepare_data
 from twinshot.training.heldout import heldout_dataset
 
 
@@ -97,12 +98,19 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tmp)
     (tmp / "config.toml").write_text(toml.dumps(config))
-    _, val, cfg = heldout_dataset(tmp)
-    v = cfg.validation
-    cal = calibrate_head(model, val, pairs=v.calibration_pairs, seed=v.seed)
-    with single_view(model):  # as the trainer validates, so `models list` compares like with like
-        selection = evaluate_episodes(model, val, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query, episodes=v.episodes,
-                                      seed=v.seed, within_group=v.within_group, skip_small=True)
+    if splits[0].val > 0:
+        _, val, cfg = heldout_dataset(tmp)
+        v = cfg.validation
+        cal = calibrate_head(model, val, pairs=v.calibration_pairs, seed=v.seed)
+        with single_view(model):  # as the trainer validates, so `models list` compares like with like
+            selection = evaluate_episodes(model, val, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query, episodes=v.episodes,
+                                          seed=v.seed, within_group=v.within_group, skip_small=True)
+    else:  # members trained on everything (data.val = 0): calibrate as their trainer did, on training pairs
+        cfg = TrainConfig.from_dict(config)
+        v = cfg.validation
+        train = prepare_data(cfg.data, model.preprocessing).train
+        cal = calibrate_head(model, train, pairs=v.calibration_pairs, seed=v.seed)
+        selection = None
     extra = {
         "description": description(args.models, models),
         "trained_with": "scripts/make_omniglot_ensemble.py (no training)",
@@ -115,18 +123,23 @@ def main() -> None:
         ],
         "weights": weights,
         "calibration": dataclasses.asdict(cal),
-        "selection_episodes": {"protocol": f"{v.episodes} within-alphabet {v.n_way}-way episodes, seed {v.seed}, one view (as the trainer validates)",
-                               "accuracy": selection.accuracy, "ci95": selection.ci95},
+        "selection_episodes": None if selection is None else {
+            "protocol": f"{v.episodes} within-alphabet {v.n_way}-way episodes, seed {v.seed}, one view (as the trainer validates)",
+            "accuracy": selection.accuracy, "ci95": selection.ci95},
     }
+    if selection is None:
+        extra["calibration_data"] = "the members' training part (data.val = 0: no held-out classes), as their trainer calibrated"
     save_model(model, tmp, extra=extra)
     (tmp / "summary.json").write_text(json.dumps({
-        "best_accuracy": selection.accuracy, "best_ci95": selection.ci95, "calibration": dataclasses.asdict(cal),
-        "note": "no training: the validation episodes of the members' runs, measured once on the ensemble",
+        "best_accuracy": None if selection is None else selection.accuracy,
+        "best_ci95": None if selection is None else selection.ci95, "calibration": dataclasses.asdict(cal),
+        "note": "no training: the validation episodes of the members' runs, measured once on the ensemble"
+                if selection is not None else "no training and no held-out classes (data.val = 0): calibrated on training pairs",
     }, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     print(json.dumps({"out": str(out), "fingerprint": fingerprint(load_model(out)), "embedding_dim": model.embedding_dim,
-                      "calibration": dataclasses.asdict(cal), "selection_accuracy": selection.accuracy}, indent=1))
+                      "calibration": dataclasses.asdict(cal), "selection_accuracy": None if selection is None else selection.accuracy}, indent=1))
 
 
 if __name__ == "__main__":

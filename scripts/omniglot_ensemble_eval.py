@@ -21,6 +21,11 @@ ratios 1..4 per member), i.e. weights tuned on the held-out classes' episodes:
 
     PYTHONPATH=src python scripts/omniglot_ensemble_eval.py omniglot runs/omniglot-s42 runs/omniglot-s42-seed1 \
         --combo 0+1 --combo 0+2 --combo 0+1+2 --reference 0+1 --select 0+1+2 --cache runs/emb
+
+``--data DATA`` replaces every member's held-out classes by one labelled folder or zip (the
+same classes for all), less ``--exclude-groups`` (comma-separated), with within-alphabet
+20-way 1-shot episodes (``--n-way``), e.g. the background alphabets that no minimal model
+saw (docs/experiments.md, section 8, "All 8 minimal alphabets").
 """
 from __future__ import annotations
 
@@ -30,14 +35,18 @@ import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from twinshot.data import load_dataset
+from twinshot.data.groups import parse_group_list, select_groups
 from twinshot.evaluation.episodes import embed_dataset, evaluate_episodes
 from twinshot.evaluation.metrics import mean_ci95
 from twinshot.evaluation.openset import evaluate_open_set_embeddings
 from twinshot.gallery.embedding import as_embedder
+from twinshot.models import load_model
 from twinshot.training.heldout import heldout_dataset
 
 
@@ -91,6 +100,9 @@ def main() -> None:
     ap.add_argument("--select", action="append", default=[], help="a combo whose weights are chosen on --select-seed's episodes")
     ap.add_argument("--select-seed", type=int, default=0, help="episode seed of the weight selection (the runs' validation seed)")
     ap.add_argument("--select-episodes", type=int, default=2000)
+    ap.add_argument("--data", default="", help="a labelled folder or zip replacing the members' held-out classes")
+    ap.add_argument("--exclude-groups", default="", help="with --data: comma-separated groups (alphabets) left out")
+    ap.add_argument("--n-way", type=int, default=20, help="with --data: classes per within-group episode (1 shot, 1 query)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     weights = [float(w) for w in args.weights.split(",")] if args.weights else [1.0] * len(args.models)
@@ -99,7 +111,13 @@ def main() -> None:
     members = []
     for ref in args.models:
         t = time.time()
-        model, val, config = heldout_dataset(ref)
+        if args.data:
+            model = load_model(ref)
+            val = select_groups(load_dataset(args.data, model.preprocessing), drop=parse_group_list(args.exclude_groups),
+                                what="--exclude-groups")
+            config = SimpleNamespace(validation=SimpleNamespace(n_way=args.n_way, n_shot=1, n_query=1, within_group=True))
+        else:
+            model, val, config = heldout_dataset(ref)
         cached = Path(args.cache) / (ref.strip("/").replace("/", "_") + ".pt") if args.cache else None
         if cached is not None and cached.is_file():
             emb = torch.load(cached)

@@ -167,3 +167,17 @@ def test_open_set_norm_and_tta(model_dir: Path, image_folder: Path, capsys) -> N
     assert (out["norm"], out["tta"], out["cohort_images"], out["top_k"]) == ("asnorm", "shifts", 20, 5)
     assert cli(args[:-5] + ["--json"]) == 2  # a normalisation without a cohort
     assert "needs a cohort" in capsys.readouterr().err
+
+
+def test_exclude_groups(model_dir: Path, image_folder: Path, capsys) -> None:
+    base = ["evaluate", "episodes", str(model_dir), str(image_folder), "--n-way", "3", "--episodes", "20", "--json"]
+    assert cli([*base, "--exclude-groups", "alphabet1"]) == 0
+    out = _json(capsys)
+    assert (out["n_classes"], out["n_images"], out["exclude_groups"]) == (4, 20, "alphabet1")
+    args = ["evaluate", "open-set", str(model_dir), str(image_folder), "--enrolled", "2", "--seeds", "2",
+            "--exclude-groups", "alphabet0", "--json"]
+    assert cli(args) == 0
+    assert _json(capsys)["n_classes"] == 4
+    assert cli([*base, "--exclude-groups", "alphabet0,Latin"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --exclude-groups: no group named 'Latin'") and "\n" not in err

@@ -18,6 +18,14 @@ from twinshot.cli.output import emit_json as _emit_json
 app = typer.Typer(help="Evaluate a model with the field's standard protocols.", no_args_is_help=True)
 
 _MODEL_HELP = "A shipped model name, a checkpoint directory, or a training run directory."
+_EXCLUDE_HELP = "Comma-separated groups (alphabets) of DATA to leave out, e.g. those a model was trained on."
+
+
+def _without_groups(dataset, exclude: str):
+    """``dataset`` less the groups named in ``exclude`` (comma-separated; "" keeps all)."""
+    from twinshot.data.groups import parse_group_list, select_groups
+
+    return select_groups(dataset, drop=parse_group_list(exclude), what="--exclude-groups")
 
 
 def _show_progress(as_json: bool) -> bool:
@@ -40,6 +48,7 @@ def episodes(
     n_episodes: int = typer.Option(1000, "--episodes", help="Number of episodes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the episode sampler."),
     within_group: bool = typer.Option(False, "--within-group", help="Draw each episode's classes from one group (alphabet)."),
+    exclude_groups: str = typer.Option("", "--exclude-groups", help=_EXCLUDE_HELP),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per embedding batch."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
@@ -50,14 +59,14 @@ def episodes(
 
     progress = _show_progress(as_json)
     net = load_model(model)
-    dataset = load_dataset(data, net.preprocessing, progress=progress)
+    dataset = _without_groups(load_dataset(data, net.preprocessing, progress=progress), exclude_groups)
     result = evaluate_episodes(
         net, dataset, n_way=n_way, n_shot=n_shot, n_query=n_query, episodes=n_episodes,
         seed=seed, within_group=within_group, batch_size=batch_size, progress=progress,
     )
     if as_json:
         out = result.to_dict()
-        out.update(model=str(model), data=str(data), n_images=len(dataset), n_classes=dataset.n_classes)
+        out.update(model=str(model), data=str(data), exclude_groups=exclude_groups, n_images=len(dataset), n_classes=dataset.n_classes)
         _emit_json(out)
         return
     ci = f" ± {100 * result.ci95:.2f}%" if math.isfinite(result.ci95) else ""
@@ -116,6 +125,7 @@ def open_set(
     cohort_size: int = typer.Option(1000, "--cohort-size", help="With --norm: at most this many cohort images."),
     top_k: int = typer.Option(100, "--top-k", help="With --norm asnorm: cohort scores kept per side."),
     heldout: bool = typer.Option(False, "--heldout", help="Use the classes MODEL's own training run held out (its config.toml)."),
+    exclude_groups: str = typer.Option("", "--exclude-groups", help=_EXCLUDE_HELP),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per embedding batch."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
@@ -140,6 +150,7 @@ def open_set(
 
         net = load_model(model)
         dataset = load_dataset(data, net.preprocessing, progress=progress)
+    dataset = _without_groups(dataset, exclude_groups)
     cohort_set = None
     if cohort is not None:
         from twinshot.data import load_dataset
@@ -152,7 +163,7 @@ def open_set(
     )
     out = result.to_dict()
     if as_json:
-        out.update(model=str(model), data=str(data) if data else None, heldout=heldout, n_classes=dataset.n_classes)
+        out.update(model=str(model), data=str(data) if data else None, heldout=heldout, exclude_groups=exclude_groups, n_classes=dataset.n_classes)
         _emit_json(out)
         return
 

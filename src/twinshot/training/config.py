@@ -68,6 +68,9 @@ class DataConfig:
         aligned: the sources already hold the face chips the model's aligner makes
             (``scripts/lfw_chip_folders.py``): they are loaded without detection or
             alignment, while the trained model still aligns the photos it is given.
+        drop_train_groups: groups (alphabets) removed from the **training** part after the
+            split, which is unchanged (the same groups stay held out), e.g. to measure how
+            accuracy grows with the number of training alphabets.
     """
 
     sources: tuple[str, ...] = (DEFAULT_OMNIGLOT,)
@@ -80,6 +83,7 @@ class DataConfig:
     extra_train_sources: tuple[str, ...] = ()
     extra_train_relabel: str = ""
     aligned: bool = False
+    drop_train_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,10 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
         train, val = split.train, split.val
     else:
         train, val = full, None
+    if config.drop_train_groups:
+        from twinshot.data.groups import select_groups
+
+        train = select_groups(train, drop=config.drop_train_groups, what="data.drop_train_groups (training part)")
     if relabel is not None:
         train = relabel(train)
         val = None if val is None else relabel(val)
