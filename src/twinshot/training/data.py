@@ -139,6 +139,10 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
         train, val = split.train, split.val
     else:
         train, val = full, None
+    if config.train_limit:
+        from twinshot.data import limit_units
+
+        train = limit_units(train, config.train_limit, seed=config.split_seed, by=config.split_by)
     if relabel is not None:
         train = relabel(train)
         val = None if val is None else relabel(val)
