@@ -105,3 +105,13 @@ def test_train_limit_drops_training_writers_only(cedar: Path) -> None:
     assert sorted(data.train.class_names) == sorted(w for g in data.train.group_names for w in (g, f"{g}/forged"))
     with pytest.raises(ConfigError):
         load_config(preset="signatures-cedar", overrides={**overrides, "data.train_limit": "many"})
+
+
+def test_without_validation_best_is_the_final_model_calibrated_on_training_pairs(cedar: Path, tmp_path: Path) -> None:
+    import json
+
+    config = load_config(preset="signatures-cedar", overrides={"data.sources": [str(cedar)], **TINY_CEDAR, "data.val": 0})
+    result = train(config, tmp_path / "run", progress=False)  # every writer trains (the 45-writer refit's shape)
+    metrics = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())
+    assert metrics["note"] == "no validation set: best/ is the final model" and metrics["step"] == result.steps == 2
+    assert result.calibration is not None and result.calibration["pairs"] > 0  # fitted on training writers' pairs
