@@ -92,3 +92,20 @@ def test_errors(kwargs, match) -> None:
     ds = synthetic_dataset([2] * 10, groups=[0] * 10)
     with pytest.raises(DataError, match=match):
         class_split(ds, **kwargs)
+
+
+def test_limit_units_keeps_whole_groups_seeded_and_nested() -> None:
+    from twinshot.data import limit_units
+
+    ds = synthetic_dataset([2] * 20, groups=[c // 2 for c in range(20)])  # 10 groups of 2 classes
+    five = limit_units(ds, 5, seed=3, by="group")
+    assert len(five.group_names) == 5 and five.n_classes == 10 and len(five) == 20
+    assert all(name.split("/")[0] in five.group_names for name in five.class_names)  # whole groups
+    assert five.class_names == sorted(five.class_names)  # dataset order kept
+    assert limit_units(ds, 5, seed=3, by="group").group_names == five.group_names  # seeded
+    assert set(limit_units(ds, 3, seed=3, by="group").group_names) < set(five.group_names)  # nested
+    assert limit_units(ds, 5, seed=4, by="group").group_names != five.group_names
+    assert limit_units(ds, 10, seed=3, by="group") is ds and limit_units(ds, 7, by="class").n_classes == 7
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(DataError, match="train_limit must be a positive whole number"):
+            limit_units(ds, bad, by="group")

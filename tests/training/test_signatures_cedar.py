@@ -92,3 +92,26 @@ def test_extra_share_mixes_the_extra_writers_into_each_batch(cedar: Path, tmp_pa
     plain = load_config(preset="signatures-cedar", overrides={"data.sources": [str(cedar)], **TINY_CEDAR, "sampler.extra_share": 0.25})
     with pytest.raises(ConfigError, match="needs data.extra_train_sources"):
         train(plain, tmp_path / "plain", progress=False)
+
+
+def test_train_limit_drops_training_writers_only(cedar: Path) -> None:
+    overrides = {"data.sources": [str(cedar)], **TINY_CEDAR}
+    plain = load_config(preset="signatures-cedar", overrides=overrides)
+    full = prepare_data(plain.data, model_spec(plain).preprocessing)
+    config = load_config(preset="signatures-cedar", overrides={**overrides, "data.train_limit": 2})
+    data = prepare_data(config.data, model_spec(config).preprocessing)
+    assert data.val.group_names == full.val.group_names  # the held-out writers do not move
+    assert len(data.train.group_names) == 2 and set(data.train.group_names) < set(full.train.group_names)
+    assert sorted(data.train.class_names) == sorted(w for g in data.train.group_names for w in (g, f"{g}/forged"))
+    with pytest.raises(ConfigError):
+        load_config(preset="signatures-cedar", overrides={**overrides, "data.train_limit": "many"})
+
+
+def test_without_validation_best_is_the_final_model_calibrated_on_training_pairs(cedar: Path, tmp_path: Path) -> None:
+    import json
+
+    config = load_config(preset="signatures-cedar", overrides={"data.sources": [str(cedar)], **TINY_CEDAR, "data.val": 0})
+    result = train(config, tmp_path / "run", progress=False)  # every writer trains (the 45-writer refit's shape)
+    metrics = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())
+    assert metrics["note"] == "no validation set: best/ is the final model" and metrics["step"] == result.steps == 2
+    assert result.calibration is not None and result.calibration["pairs"] > 0  # fitted on training writers' pairs

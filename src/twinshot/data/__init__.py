@@ -19,7 +19,7 @@ from twinshot.data.samplers import (
     TripletSampler,
 )
 from twinshot.data.sources import IMAGE_EXTENSIONS, list_images, load_dataset
-from twinshot.data.splits import Split, class_split
+from twinshot.data.splits import Split, class_split, limit_units
 
 __all__ = [
     "AUGMENTATIONS",
@@ -39,6 +39,7 @@ __all__ = [
     "TripletSampler",
     "add_rotated_classes",
     "class_split",
+    "limit_units",
     "list_images",
     "load_dataset",
     "load_image",

@@ -115,3 +115,31 @@ def class_split(
     train = part(0)
     assert train is not None  # guaranteed by the count check above
     return Split(train=train, val=part(1), test=part(2))
+
+
+def limit_units(dataset: LabelledImages, n: int, *, seed: int = 0, by: str = "class") -> LabelledImages:
+    """Keep only ``n`` of the dataset's classes (``by="class"``) or groups (``by="group"``,
+    all their classes): the first ``n`` of a permutation of them seeded by ``seed`` (so a
+    smaller ``n`` keeps a subset of what a larger one keeps, with the same seed).
+
+    Used on a training part to measure how a model scales with the number of training
+    classes or groups (``data.train_limit``). ``n`` at least the number present keeps
+    everything; the kept classes keep the dataset's order.
+
+    Raises:
+        DataError: when ``n`` is not a positive whole number or ``by`` is not valid.
+    """
+    if by not in SPLIT_UNITS:
+        raise DataError(f"split by {by!r} is not valid; valid: {', '.join(SPLIT_UNITS)}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise DataError(f"train_limit must be a positive whole number of {_PLURAL[by]}, got {n!r}")
+    present = torch.unique(dataset.labels)
+    unit_of_class = torch.arange(dataset.n_classes) if by == "class" else dataset.class_groups
+    units = torch.unique(unit_of_class[present])
+    if n >= len(units):
+        return dataset
+    g = torch.Generator().manual_seed(int(seed))
+    kept = units[torch.randperm(len(units), generator=g)[: int(n)]]
+    keep = torch.zeros(int(unit_of_class.max()) + 1, dtype=torch.bool)
+    keep[kept] = True
+    return dataset.subset_classes(present[keep[unit_of_class[present]]])

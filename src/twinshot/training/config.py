@@ -56,6 +56,10 @@ class DataConfig:
             holds out classes.
         val: fraction of the groups (or classes) held out for validation.
         split_seed: seed of the class-disjoint split.
+        train_limit: keep only this many of the training part's groups (or classes, by
+            ``split_by``), the first of a permutation seeded by ``split_seed``
+            (:func:`twinshot.data.splits.limit_units`; nested: a smaller limit keeps a
+            subset of a larger one's); the validation part is unchanged. 0: all of them.
         rotations: rotations in degrees (multiples of 90) added to the **training** set
             as new classes.
         cache_dir: where the data loader may cache decoded images ("" = no cache).
@@ -77,6 +81,7 @@ class DataConfig:
     split_by: str = "group"
     val: float = 0.2
     split_seed: int = 0
+    train_limit: int = 0
     rotations: tuple[int, ...] = ()
     cache_dir: str = ""
     relabel: str = ""

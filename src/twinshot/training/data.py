@@ -139,10 +139,7 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
         train, val = split.train, split.val
     else:
         train, val = full, None
-    if config.drop_train_groups:
-        from twinshot.data.groups import select_groups
-
-        train = select_groups(train, drop=config.drop_train_groups, what="data.drop_train_groups (training part)")
+    train = _thin_training_part(train, config)
     if relabel is not None:
         train = relabel(train)
         val = None if val is None else relabel(val)
@@ -166,3 +163,18 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
             raise DataError(f"data.rotations must be multiples of 90 other than 0, got {bad}")
         train = add_rotated_classes(train, rotations=tuple(config.rotations))
     return RunData(train=train, val=val, full=full, extra_classes=extra_classes)
+
+
+def _thin_training_part(train: LabelledImages, config: DataConfig) -> LabelledImages:
+    """The training part without ``data.drop_train_groups`` (named groups), then limited to
+    ``data.train_limit`` groups or classes (seeded, nested); the held-out part is never touched.
+    Both measure how accuracy grows with the amount of training data."""
+    if config.drop_train_groups:
+        from twinshot.data.groups import select_groups
+
+        train = select_groups(train, drop=config.drop_train_groups, what="data.drop_train_groups (training part)")
+    if config.train_limit:
+        from twinshot.data.splits import limit_units
+
+        train = limit_units(train, config.train_limit, seed=config.split_seed, by=config.split_by)
+    return train
