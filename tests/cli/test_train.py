@@ -47,6 +47,20 @@ def test_train_json_and_resume(folder: Path, tmp_path: Path, capsys: pytest.Capt
     assert second["steps"] == 6 and second["epochs"] == 2
 
 
+def test_train_init_from_a_run(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = tmp_path / "first"
+    assert cli(["train", "--data", str(folder), "--out", str(first), "--epochs", "1", "--quiet", *_sets()]) == 0
+    for flag in (["--init-from", str(first)], ["--set", f"run.init_from='{first}'"]):
+        out = tmp_path / f"ft{len(flag[0])}"
+        assert cli(["train", "--data", str(folder), "--out", str(out), "--epochs", "1", "--quiet", *_sets(), *flag]) == 0
+        extra = json.loads((out / "best" / "model.json").read_text())["extra"]
+        assert extra["init_from"]["path"] == str(first / "best") and len(extra["init_from"]["sha256"]) == 64
+    capsys.readouterr()
+    code = cli(["train", "--data", str(folder), "--out", str(tmp_path / "bad"), "--quiet", *_sets(), "--init-from", "nope"])
+    err = capsys.readouterr().err
+    assert code != 0 and "run.init_from: model 'nope' not found" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -35,6 +35,7 @@ def train(
     size: Optional[int] = typer.Option(None, "--size", help="model.preprocessing.size (square side in pixels)"),
     augmentation: Optional[str] = typer.Option(None, "--augmentation", help="augmentation.name: koch_affine, signature_strokes, none"),
     patience: Optional[int] = typer.Option(None, "--patience", help="early_stopping.patience (epochs; 0: off)"),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="run.init_from: start from these weights (a shipped model's name or a run directory; [model] must match)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object with the outcome."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -61,6 +62,7 @@ def train(
         "model.preprocessing.size": [size, size] if size is not None else None,
         "augmentation.name": augmentation,
         "early_stopping.patience": patience,
+        "run.init_from": init_from,
         "data.sources": list(data) if data else None,
     }
     overrides: dict = {k: v for k, v in named.items() if v is not None}

@@ -661,7 +661,12 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
         class_groups: ``(n_classes,)`` group of each class; needed for ``within_group``.
         within_group: draw all classes of a batch from one group (drawn uniformly among the
             groups with at least ``n_classes`` classes): the negatives a mining loss finds
-            are then the confusable ones of within-alphabet tests.
+            are then the confusable ones of within-alphabet tests. The same as
+            ``within_group_share=1``.
+        within_group_share: the share of batches drawn within one group, in ``[0, 1]``:
+            each batch is within a group with this probability (seeded), else its classes
+            come from anywhere. ``0`` (the default) and ``1`` draw exactly the batches of
+            ``within_group=False`` and ``True``.
     """
 
     def __init__(
@@ -676,9 +681,18 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
         skip_small: bool = False,
         class_groups: torch.Tensor | None = None,
         within_group: bool = False,
+        within_group_share: float = 0.0,
     ) -> None:
         super().__init__(batches, seed)
         self.n_classes = _positive_int("n_classes", n_classes)
+        share = within_group_share
+        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0.0 <= float(share) <= 1.0:
+            raise ConfigError(f"within_group_share must be a number in [0, 1], got {share!r}")
+        if within_group and float(share) not in (0.0, 1.0):
+            raise ConfigError(
+                f"within_group=True means within_group_share=1; got within_group_share={share} as well (give one of them)"
+            )
+        self.within_group_share = 1.0 if within_group else float(share)
         self.n_per_class = _positive_int("n_per_class", n_per_class)
         self._index = _ClassIndex(labels, class_names)
         self._classes = self._index.eligible(
@@ -689,10 +703,10 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
                 f"batches of {self.n_classes} classes need {self.n_classes} classes with at least "
                 f"{self.n_per_class} images; there are {len(self._classes)}"
             )
-        self.within_group = bool(within_group)
+        self.within_group = self.within_group_share == 1.0
         self._groups: torch.Tensor | None = None
         self._class_group: torch.Tensor | None = None
-        if self.within_group:
+        if self.within_group_share > 0:
             self._groups, self._class_group = _eligible_groups(
                 class_groups, self._classes, len(self._index.counts), self.n_classes, "class-balanced batches"
             )
@@ -707,6 +721,8 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
         }
         if self.within_group:  # only then, so states saved before the option still load
             config.update(within_group=True, groups=None if self._groups is None else len(self._groups))
+        elif self.within_group_share > 0:
+            config.update(within_group_share=self.within_group_share, groups=None if self._groups is None else len(self._groups))
         return config
 
     def _batch_elements(self) -> int:
@@ -715,9 +731,19 @@ class ClassBalancedSampler(_BlockSampler[torch.Tensor]):
     def _sample_block(self, n: int, g: torch.Generator) -> list[torch.Tensor]:
         if self._groups is None:
             classes = _distinct_from(self._classes, n, self.n_classes, g).flatten()
-        else:
+        elif self.within_group:
             assert self._class_group is not None
             classes = _classes_within_groups(self._classes, self._groups, self._class_group, n, self.n_classes, g).flatten()
+        else:  # a seeded share of the batches within one group, the others from anywhere
+            assert self._class_group is not None
+            within = torch.rand(n, generator=g) < self.within_group_share
+            rows = torch.empty(n, self.n_classes, dtype=torch.long)
+            k = int(within.sum())
+            if k < n:
+                rows[~within] = _distinct_from(self._classes, n - k, self.n_classes, g)
+            if k:
+                rows[within] = _classes_within_groups(self._classes, self._groups, self._class_group, k, self.n_classes, g)
+            classes = rows.flatten()
         picks = self._index.pick(classes, self._index.distinct_positions(classes, self.n_per_class, g))
         return list(picks.view(n, -1))
 

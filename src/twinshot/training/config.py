@@ -138,6 +138,11 @@ class SamplerConfig:
         n_way, n_shot, n_query: classes, support and query images per class ("episode").
         within_group: draw each episode's (or P x K batch's) classes from one group
             ("episode", "labelled": batch-hard negatives from the same alphabet).
+            For P x K batches the same as ``within_group_share = 1``.
+        within_group_share: the share of P x K batches ("labelled") whose classes all
+            come from one group, in [0, 1]: each batch is within a group with this
+            probability (seeded by ``run.seed``), else its classes come from anywhere.
+            0 (the default): none; ``within_group = true`` means 1.
         negative_only: a glob on class names ("*/forged": CEDAR's skilled forgeries) of
             classes used only as negatives ("pairs", "triplets").
         hard_negatives: share of negatives drawn from another class of the anchor's group,
@@ -156,6 +161,7 @@ class SamplerConfig:
     n_shot: int = 1
     n_query: int = 5
     within_group: bool = False
+    within_group_share: float = 0.0
     negative_only: str = ""
     hard_negatives: float = 0.0
     extra_share: float = 0.0
@@ -214,6 +220,12 @@ class RunConfig:
             AVX512-BF16/AMX, slower on CPUs without). Validation is float32.
         channels_last: keep the weights and input batches in channels-last memory format
             (faster convolutions on CPU, same arithmetic up to rounding).
+        init_from: start from existing weights instead of a random initialisation: a
+            shipped model's name (``"omniglot"``) or a training run directory (its
+            ``best/`` checkpoint). ``[model]`` must match the source's model field by
+            field; the optimiser and schedule start fresh. The source's path and the
+            SHA-256 of its weights are recorded in the checkpoints' ``model.json``
+            (``extra.init_from``). ``""`` (the default): a random initialisation.
     """
 
     epochs: int = 10
@@ -224,6 +236,7 @@ class RunConfig:
     log_every: int = 10
     precision: str = "fp32"
     channels_last: bool = False
+    init_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,13 @@ def check_sizes(config: Any, batch_kind: str, train: Any, val: Any | None) -> No
                 f"try --set sampler.n_way={max(have, 2)}{grp}"
             )
     elif batch_kind == "labelled":
-        have = _fits(train, s.n_per_class, s.within_group)
+        within = s.within_group or s.within_group_share > 0
+        if within and not grp:
+            grp = " (or --set sampler.within_group_share=0)"
+        have = _fits(train, s.n_per_class, within)
         if have < s.n_classes:
             problems.append(
-                f"sampler.n_classes = {s.n_classes} but {'one training group' if s.within_group else 'the training split'} "
+                f"sampler.n_classes = {s.n_classes} but {'one training group' if within else 'the training split'} "
                 f"has only {have} classes with >= {s.n_per_class} images (sampler.n_per_class); "
                 f"try --set sampler.n_classes={max(have, 2)}{grp}"
             )

@@ -110,6 +110,24 @@ def _negative_only_mask(config: TrainConfig, class_names: Sequence[str]) -> torc
     return torch.tensor([bool(pattern) and fnmatch.fnmatchcase(c, pattern) for c in class_names], dtype=torch.bool)
 
 
+def _check_within_group_share(config: TrainConfig, batch_kind: str) -> None:
+    """``sampler.within_group_share``: in [0, 1], for P x K batches, not beside a
+    contradicting ``sampler.within_group`` (checked before any data is read)."""
+    s = config.sampler
+    if not 0.0 <= s.within_group_share <= 1.0:
+        raise ConfigError(f"sampler.within_group_share must be in [0, 1], got {s.within_group_share}")
+    if s.within_group and s.within_group_share not in (0.0, 1.0):
+        raise ConfigError(
+            f"sampler.within_group = true means sampler.within_group_share = 1; "
+            f"got within_group_share = {s.within_group_share} as well (set one of them)"
+        )
+    if s.within_group_share and batch_kind != "labelled":
+        raise ConfigError(
+            f"sampler.within_group_share is for P x K batches (triplet-style losses), not {config.loss.name!r} "
+            f"({batch_kind} batches); use sampler.within_group for episodes"
+        )
+
+
 def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any, extra_classes: frozenset[str] = frozenset()) -> Any:
     from twinshot import data as D
 
@@ -127,6 +145,7 @@ def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any, extra_c
             raise ConfigError("sampler.extra_share needs data.extra_train_sources")
         extra = torch.tensor([c in extra_classes for c in names], dtype=torch.bool)
         negatives = dict(negatives, extra=extra, extra_share=s.extra_share)
+    _check_within_group_share(config, batch_kind)
     if batch_kind == "pairs":
         return D.PairSampler(train_data.labels, s.batch_size, n, seed, s.same_fraction, class_names=names, skip_small=True, **negatives)
     if batch_kind == "triplets":
@@ -135,6 +154,7 @@ def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any, extra_c
         return D.ClassBalancedSampler(
             train_data.labels, s.n_classes, s.n_per_class, n, seed, class_names=names, skip_small=True,
             class_groups=train_data.class_groups, within_group=s.within_group,
+            within_group_share=0.0 if s.within_group else s.within_group_share,
         )
     if batch_kind == "episode":
         return D.EpisodeSampler(
@@ -272,9 +292,11 @@ def train(
     # Components (the config is checked against the registries before any data is read).
     loss = LOSSES.build(config.loss.name, **config.loss.params)
     batch_kind = loss.batch_kind
+    _check_within_group_share(config, batch_kind)
     spec = model_spec(config)
     torch.manual_seed(config.run.seed)
     model = build_training_model(config, spec)
+    init_record = _initial_weights(config, spec, model, run_dir, resuming=saved_state is not None)
     if dctx is not None:  # global-batch BatchNorm, this rank's device and dropout seed
         model = dctx.prepare_model(model, config.run.seed)
     aug_generator = torch.Generator().manual_seed(config.run.seed + 1)
@@ -341,6 +363,7 @@ def train(
         },
         "precision": precision,
         **({"distributed": dctx.describe()} if dctx is not None else {}),
+        **({"init_from": init_record} if init_record is not None else {}),
         **(extra or {}),
     }
     trainer = make_trainer(
@@ -362,6 +385,25 @@ def train(
         elif isinstance(exc, TwinshotError):
             raise TwinshotError(f"{exc} (the run can continue with: twinshot train --resume {run_dir})") from exc
         raise
+
+
+def _initial_weights(config: TrainConfig, spec: Any, model: Any, run_dir: Path, *, resuming: bool) -> dict[str, str] | None:
+    """For ``run.init_from``: load the source's weights into ``model`` (a new run) and
+    return what to record about the source; when resuming, the record the run's ``last/``
+    checkpoint already holds (the weights come from that checkpoint)."""
+    if not config.run.init_from:
+        return None
+    if resuming:
+        last = checkpoint_dir(run_dir, "last")
+        if last is None:
+            return None
+        return json.loads((last / "model.json").read_text()).get("extra", {}).get("init_from")
+    from twinshot.training.init_from import check_same_model, load_initial_weights, resolve_init_source
+
+    source = resolve_init_source(config.run.init_from)
+    check_same_model(spec.to_dict(), source)
+    load_initial_weights(model, source)
+    return source.record()
 
 
 def _fit_and_finish(
@@ -416,10 +458,10 @@ def _open_run(
         config = load_config(run_dir / CONFIG)
         if overrides:
             keys = overrides if isinstance(overrides, dict) else dict(o.split("=", 1) for o in overrides if "=" in o)
-            bad = [k for k in keys if k.split(".")[0] not in RESUMABLE_SECTIONS]
+            bad = [k for k in keys if k.split(".")[0] not in RESUMABLE_SECTIONS or k.strip() == "run.init_from"]
             if bad:
                 raise ConfigError(
-                    f"cannot change {', '.join(bad)} when resuming; only {', '.join(s + '.*' for s in RESUMABLE_SECTIONS)}"
+                    f"cannot change {', '.join(bad)} when resuming; only {', '.join(s + '.*' for s in RESUMABLE_SECTIONS)} (not run.init_from)"
                 )
             config = apply_overrides(config, overrides)
         saved_state = read_trainer_state(run_dir)
