@@ -1,5 +1,6 @@
 """Build the shipped ``omniglot-ensemble`` model (docs/experiments.md, section 8,
-"Ensembles") from trained models, without training: an ``ensemble`` encoder
+"Ensembles"), or ``signatures-cedar-ensemble`` (docs/applications.md, "Runs 42-"), from
+trained models, without training: an ``ensemble`` encoder
 (:mod:`twinshot.models.ensemble`) holding each member's encoder weights unchanged, the
 preprocessing at ``--size`` (default: the largest member's; every member whose input is
 smaller resizes inside the encoder, PIL's bilinear in float), a Euclidean
@@ -15,6 +16,13 @@ with the same ``[data]`` split.
 (the shipped model since session 8: three members, each member's training command in its
 ``model.json``; session 7's two-member model omitted ``runs/omniglot-s42-seed1``).
 
+Signatures (``signet`` members at 150x220, validation by ``group_verification``):
+
+    PYTHONPATH=src python scripts/make_omniglot_ensemble.py signatures-cedar runs/seed1_s0 --out runs/ens_s0
+
+(``--size HxW`` for a rectangle; the default is the largest member's height and width; the
+selection figure is then the trainer's, 1 - the within-writer verification EER).
+
 ``--size 105`` (Omniglot's own resolution): each member then sees PIL's resize straight
 from the drawing to its size, as in its own pipeline (in float, without rounding to 8
 bits); preprocessing at the 42 px member's size made the 28 px member see 105 -> 42 -> 28,
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import shutil
 from pathlib import Path
@@ -31,6 +40,7 @@ from pathlib import Path
 import torch
 
 from twinshot.evaluation.episodes import evaluate_episodes
+from twinshot.evaluation.group_verification import group_verification_eer
 from twinshot.models import ModelSpec, build_model, fingerprint, load_model, resolve_model_dir, save_model
 from twinshot.models.encoders import single_view
 from twinshot.training import toml
@@ -40,9 +50,17 @@ from twinshot.training.data import prepare_data
 from twinshot.training.heldout import heldout_dataset
 
 
+@dataclasses.dataclass
+class GroupSelection:
+    """The trainer's ``group_verification`` validation figure, shaped like an episodes result."""
+
+    accuracy: float
+    ci95: float = 0.0
+
+
 def description(refs: list[str], models: list) -> str:
     """What ``twinshot models list`` shows for the ensemble."""
-    names = " + ".join(f"{Path(r).name} ({m.preprocessing.size[0]} px)" for r, m in zip(refs, models))
+    names = " + ".join(f"{Path(r).name} ({'x'.join(str(v) for v in dict.fromkeys(m.preprocessing.size))} px)" for r, m in zip(refs, models))
     return (f"A score-level ensemble of {names}: one embedding whose distances are the mean of the members'. "
             "No training: the members' weights unchanged.")
 
@@ -52,7 +70,7 @@ def main() -> None:
     ap.add_argument("models", nargs="+", help="member model references (runs or shipped names)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--weights", default="", help="comma-separated member weights (default: equal)")
-    ap.add_argument("--size", type=int, default=0, help="the preprocessing's square side (default: the largest member's)")
+    ap.add_argument("--size", default="", help="the preprocessing's side S or HxW (default: the largest member's height and width)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="replace --out")
     args = ap.parse_args()
@@ -72,17 +90,28 @@ def main() -> None:
     for ref, p in zip(args.models[1:], pre[1:]):
         if dataclasses.replace(p, size=pre[0].size) != pre[0]:
             raise SystemExit(f"error: {ref}: its preprocessing differs from {args.models[0]}'s by more than the size")
-    side = args.size or max(p.size[0] for p in pre)
-    if side < max(p.size[0] for p in pre):
-        raise SystemExit(f"error: --size {side} is smaller than a member's input")
-    members = [
-        {"encoder": m.spec.encoder, "input_size": m.preprocessing.size[0], "params": dict(m.spec.encoder_params)}
-        for m in models
-    ]
+    try:
+        hw = [int(v) for v in args.size.lower().split("x")] if args.size else []
+    except ValueError:
+        raise SystemExit(f"error: --size {args.size!r}: expected S or HxW") from None
+    if len(hw) == 1:
+        hw = hw * 2
+    height, width = hw if hw else (max(p.size[0] for p in pre), max(p.size[1] for p in pre))
+    if height < max(p.size[0] for p in pre) or width < max(p.size[1] for p in pre):
+        raise SystemExit(f"error: --size {height}x{width} is smaller than a member's input")
+    members = []
+    for m in models:
+        params = dict(m.spec.encoder_params)
+        if m.preprocessing.size[1] != m.preprocessing.size[0]:
+            params.setdefault("input_width", m.preprocessing.size[1])
+        members.append({"encoder": m.spec.encoder, "input_size": m.preprocessing.size[0], "params": params})
     weights = [float(w) for w in args.weights.split(",")] if args.weights else [1.0] * len(models)
+    encoder_params: dict = {"members": members, "weights": weights}
+    if width != height:
+        encoder_params["input_width"] = width
     spec = ModelSpec(
-        encoder="ensemble", encoder_params={"members": members, "weights": weights}, head="euclidean", head_params={},
-        preprocessing=dataclasses.replace(pre[0], size=(side, side)),
+        encoder="ensemble", encoder_params=encoder_params, head="euclidean", head_params={},
+        preprocessing=dataclasses.replace(pre[0], size=(height, width)),
     )
     model = build_model(spec)
     state = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
@@ -103,8 +132,13 @@ def main() -> None:
         v = cfg.validation
         cal = calibrate_head(model, val, pairs=v.calibration_pairs, seed=v.seed)
         with single_view(model):  # as the trainer validates, so `models list` compares like with like
-            selection = evaluate_episodes(model, val, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query, episodes=v.episodes,
-                                          seed=v.seed, within_group=v.within_group, skip_small=True)
+            if v.metric == "group_verification":  # signatures: 1 - the within-writer verification EER
+                pattern = cfg.sampler.negative_only
+                mask = torch.tensor([bool(pattern) and fnmatch.fnmatchcase(c, pattern) for c in val.class_names], dtype=torch.bool)
+                selection = GroupSelection(1.0 - group_verification_eer(model, val, mask)[0])
+            else:
+                selection = evaluate_episodes(model, val, n_way=v.n_way, n_shot=v.n_shot, n_query=v.n_query, episodes=v.episodes,
+                                              seed=v.seed, within_group=v.within_group, skip_small=True)
     else:  # members trained on everything (data.val = 0): calibrate as their trainer did, on training pairs
         cfg = TrainConfig.from_dict(config)
         v = cfg.validation
@@ -124,7 +158,9 @@ def main() -> None:
         "weights": weights,
         "calibration": dataclasses.asdict(cal),
         "selection_episodes": None if selection is None else {
-            "protocol": f"{v.episodes} within-alphabet {v.n_way}-way episodes, seed {v.seed}, one view (as the trainer validates)",
+            "protocol": "1 - the EER of within-group verification (genuine vs the group's negative-only classes), one view "
+                        "(as the trainer validates)" if v.metric == "group_verification" else
+                        f"{v.episodes} within-alphabet {v.n_way}-way episodes, seed {v.seed}, one view (as the trainer validates)",
             "accuracy": selection.accuracy, "ci95": selection.ci95},
     }
     if selection is None:

@@ -129,3 +129,40 @@ def test_builtin_shifts_of_members_are_seen_so_tta_refuses_to_shift_them_again()
     exported = type("Exported", (), {"metadata": {"spec": with_shifts.spec.to_dict()}})()
     assert has_builtin_shifts(exported)
     assert not has_builtin_shifts(type("Exported", (), {"metadata": {"spec": without.spec.to_dict()}})())
+
+
+def _signet(views: list[str] | None = None) -> dict:
+    params: dict = {"input_width": 44, "widths": [4, 8, 8], "grid": [1, 2], "hidden": 6, "embedding_dim": 5, "normalize": True}
+    if views:
+        params["test_views"] = views
+    return {"encoder": "signet", "input_size": 30, "params": params}
+
+
+def test_rectangular_signet_members() -> None:
+    from twinshot.evaluation.tta import has_builtin_shifts
+
+    torch.manual_seed(0)
+    pre = Preprocessing(size=(30, 44), invert=True, keep_aspect=True)
+    params = {"members": [_signet(), _signet()], "input_width": 44}
+    model = build_model(ModelSpec("ensemble", params, "euclidean", {}, pre)).eval()
+    assert model.encoder.input_shape == (1, 30, 44) and model.embedding_dim == 10
+    x = torch.rand(3, 1, 30, 44)
+    with torch.no_grad():
+        e = model.encoder(x)
+        parts = [m.encoder(x) for m in model.encoder.members]
+    torch.testing.assert_close(e, torch.cat(parts, 1) / 2**0.5)
+    assert not has_builtin_shifts(model)
+    viewed = build_model(ModelSpec("ensemble", {"members": [_signet(["shift:2"]), _signet()], "input_width": 44}, "euclidean", {}, pre))
+    assert has_builtin_shifts(viewed)
+    with pytest.raises(ConfigError, match="input width 44 must be from 1 to the ensemble's 40"):
+        ENCODERS.build("ensemble", input_size=30, input_width=40, members=[_signet()])
+
+
+def test_a_narrower_member_is_resized_along_each_axis() -> None:
+    torch.manual_seed(0)
+    small = {"encoder": "signet", "input_size": 20, "params": {**_signet()["params"], "input_width": 30}}
+    enc = ENCODERS.build("ensemble", input_size=30, input_width=44, members=[small, _signet()]).eval()
+    x = torch.rand(2, 1, 30, 44)
+    resized = resize_matrix(30, 20) @ x @ resize_matrix(44, 30).t()
+    with torch.no_grad():
+        torch.testing.assert_close(enc.members[0](x), enc.members[0].encoder(resized))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from twinshot.models import load_model, resolve_model_dir, shipped_models
+from twinshot.training.config import load_config
 
 HELD_OUT_FACES = ["s5", "s7", "s9", "s13"]  # part of the faces-orl preset's validation subjects
 
@@ -48,6 +49,10 @@ def test_signatures_cedar_is_shipped_with_its_preprocessing() -> None:
     meta = json.loads((resolve_model_dir("signatures-cedar") / "model.json").read_text())
     assert meta["extra"]["preset"] == "signatures-cedar"
     assert meta["extra"]["data"]["val_groups"] == ["3", "9", "17", "22", "23", "25", "31", "34", "37", "45"]
+    # runs 42-50: nine test-time views, as the preset now makes them
+    views = ["shift:3", "stroke:0.5", "scale:0.05"]
+    assert model.encoder.test_views == views and meta["extra"]["test_views"]["views"] == views
+    assert load_config(preset="signatures-cedar").model.encoder_params["test_views"] == views
 
 
 def test_signatures_cedar_separates_skilled_forgeries_of_unseen_writers(datasets_dir: Path) -> None:

@@ -122,3 +122,28 @@ def test_score_claims_on_real_signatures(datasets_dir: Path) -> None:
         score_claims(_model(), [], questioned, cohort)
     with pytest.raises(DataError, match="cohort of at least two"):
         score_claims(_model(), refs, questioned, cohort[:1])
+
+
+def test_grid_features_average_test_views_and_concatenate_ensemble_members() -> None:
+    pre = Preprocessing(size=(30, 44), invert=True, keep_aspect=True)
+    params = {"input_width": 44, "widths": [4, 8, 8], "grid": [1, 2], "hidden": 6, "embedding_dim": 5, "normalize": True}
+    torch.manual_seed(0)
+    plain = build_model(ModelSpec("signet", params, "euclidean", {}, pre))
+    viewed = build_model(ModelSpec("signet", {**params, "test_views": ["shift:2", "stroke:0.5"]}, "euclidean", {}, pre))
+    viewed.load_state_dict(plain.state_dict())
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (30, 44), dtype=np.uint8) for _ in range(3)]
+    x = plain.preprocessing.to_float(torch.stack([load_image(im, pre) for im in images]))
+    plain.eval()
+    with torch.no_grad():
+        per_view = [torch.flatten(plain.encoder.pool(plain.encoder.features(v)), 1) for v in viewed.encoder.views(x)]
+    np.testing.assert_allclose(image_features(viewed, images, "grid"), torch.stack(per_view).mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(image_features(plain, images, "grid"), per_view[0].numpy(), atol=1e-5)
+    member = {"encoder": "signet", "input_size": 30, "params": params}
+    ens = build_model(ModelSpec("ensemble", {"members": [member, member], "input_width": 44}, "euclidean", {}, pre))
+    for m in ens.encoder.members:
+        m.encoder.load_state_dict(plain.encoder.state_dict())
+    both = image_features(ens, images, "grid")
+    one = image_features(plain, images, "grid")
+    np.testing.assert_allclose(both, np.concatenate([one, one], 1), atol=1e-5)
+    assert image_features(ens, images, "hidden").shape == (3, 12)

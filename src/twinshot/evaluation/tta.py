@@ -42,14 +42,15 @@ def shift_views(images: np.ndarray, flip: bool = False) -> list[np.ndarray]:
 
 def has_builtin_shifts(model: Any) -> bool:
     """Whether ``model`` (a torch model, a gallery ``Embedder`` wrapping one, or an exported
-    model with its sidecar ``metadata``) averages test-time shifts inside its encoder."""
+    model with its sidecar ``metadata``) averages test-time shifts (or the ``signet``
+    encoder's ``test_views``) inside its encoder."""
     torch_model = getattr(model, "model", model)
     if hasattr(torch_model, "modules"):
-        return any(getattr(m, "test_shifts", False) for m in torch_model.modules())
+        return any(getattr(m, "test_shifts", False) or getattr(m, "test_views", None) for m in torch_model.modules())
     spec = (getattr(model, "metadata", None) or {}).get("spec") or {}
     params = spec.get("encoder_params") or {}
     members = [m.get("params") or {} for m in params.get("members", []) if isinstance(m, dict)]  # the ensemble encoder
-    return any(bool(p.get("test_shifts", False)) for p in [params, *members])
+    return any(bool(p.get("test_shifts", False)) or bool(p.get("test_views")) for p in [params, *members])
 
 
 def embed_tta(model: Any, images: np.ndarray, *, tta: str = "none", batch_size: int = 256, progress: bool = False) -> np.ndarray:
@@ -62,7 +63,7 @@ def embed_tta(model: Any, images: np.ndarray, *, tta: str = "none", batch_size: 
     if tta != "none" and has_builtin_shifts(model):
         raise ConfigError(
             f"test-time augmentation {tta!r} on a model whose encoder already averages its 1-pixel shifts "
-            f"(encoder_params.test_shifts) would shift the shifts; use tta 'none' (--tta none)"
+            f"(encoder_params.test_shifts or test_views) would shift the shifts; use tta 'none' (--tta none)"
         )
     images = np.asarray(images)
     if tta == "none":

@@ -151,17 +151,23 @@ class CompactEncoder(Encoder):
 
 @contextlib.contextmanager
 def single_view(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, every encoder of ``model`` with ``test_shifts`` embeds one view
-    (the trainer validates this way: five times cheaper, and the views do not change which
-    epoch is best enough to pay for it); restored on exit."""
+    """Within the block, every encoder of ``model`` with ``test_shifts`` (or ``test_views``,
+    the ``signet`` encoder's) embeds one view (the trainer validates this way: five times
+    cheaper, and the views do not change which epoch is best enough to pay for it);
+    restored on exit."""
     mods = [m for m in model.modules() if getattr(m, "test_shifts", False)]
+    viewed = [(m, m.test_views) for m in model.modules() if getattr(m, "test_views", None)]
     for m in mods:
         m.test_shifts = False
+    for m, _ in viewed:
+        m.test_views = []
     try:
         yield model
     finally:
         for m in mods:
             m.test_shifts = True
+        for m, views in viewed:
+            m.test_views = views
 
 
 def shifted_views(x: torch.Tensor) -> list[torch.Tensor]:

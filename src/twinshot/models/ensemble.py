@@ -8,10 +8,11 @@ Euclidean distance ``sum_m w_m ||e_m - e'_m||^2``, so a Euclidean or cosine head
 the weighted mean of the members' cosines (a score-level ensemble in one vector, so
 galleries, exports and the service need nothing new).
 
-The model's preprocessing produces the ensemble's ``input_size`` (the largest member's);
-a member trained at a smaller size gets the image resized inside the encoder by a fixed
-linear map that reproduces PIL's bilinear (antialiased) resampling in float
-(:func:`resize_matrix`), a matrix product, so exports keep it.
+The model's preprocessing produces the ensemble's ``input_size`` (the largest member's;
+with ``input_width``, a ``input_size`` x ``input_width`` rectangle, e.g. ``signet``
+members at 150x220); a member trained at a smaller size gets the image resized inside the
+encoder by a fixed linear map per axis that reproduces PIL's bilinear (antialiased)
+resampling in float (:func:`resize_matrix`), a matrix product, so exports keep it.
 """
 
 from __future__ import annotations
@@ -50,18 +51,20 @@ def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
 class _Member(nn.Module):
     """One member: an optional fixed resize to its input size, then its encoder."""
 
-    def __init__(self, encoder: Encoder, in_size: int) -> None:
+    def __init__(self, encoder: Encoder, in_size: int, in_width: int | None = None) -> None:
         super().__init__()
         self.encoder = encoder
-        size = encoder.input_shape[1]
-        self.resize = size != in_size
+        in_width = in_size if in_width is None else in_width
+        height, width = encoder.input_shape[1], encoder.input_shape[2]
+        self.resize = (height, width) != (in_size, in_width)
         # not saved: rebuilt from the spec (the sizes), so the weights file holds only weights
-        self.register_buffer("rows", resize_matrix(in_size, size), persistent=False)
+        self.register_buffer("rows", resize_matrix(in_size, height), persistent=False)
+        self.register_buffer("cols", resize_matrix(in_width, width).t().contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, S, S)`` -> the member's ``(B, D_m)``."""
+        """``(B, C, H, W)`` -> the member's ``(B, D_m)``."""
         if self.resize:
-            x = torch.matmul(torch.matmul(self.rows, x), self.rows.t())
+            x = torch.matmul(torch.matmul(self.rows, x), self.cols)
         return self.encoder(x)
 
 
@@ -71,14 +74,17 @@ class EnsembleEncoder(Encoder):
 
     Args:
         in_channels: 1 or 3 (every member's).
-        input_size: the square side the model's preprocessing produces; each member's own
-            ``input_size`` (default: this one) must not exceed it.
+        input_size: the side (the height, with ``input_width``) the model's preprocessing
+            produces; each member's own ``input_size`` (default: this one) must not exceed it.
+        input_width: the width the preprocessing produces (default: ``input_size``, square);
+            each member's own width (its ``params.input_width``, else its ``input_size``)
+            must not exceed it.
         members: one table per member: ``{"encoder": NAME, "input_size": S, "params": {...}}``
             (``params`` as the member's own ``model.encoder_params``). Every member must
             produce L2-normalised embeddings.
         weights: one weight per member (default: equal); normalised to sum to 1.
 
-    Shapes: ``(B, C, input_size, input_size)`` -> ``(B, sum of the members' D)``, unit length.
+    Shapes: ``(B, C, input_size, input_width)`` -> ``(B, sum of the members' D)``, unit length.
     """
 
     def __init__(
@@ -87,8 +93,10 @@ class EnsembleEncoder(Encoder):
         input_size: int = 28,
         members: Sequence[Mapping[str, Any]] = (),
         weights: Sequence[float] | None = None,
+        input_width: int | None = None,
     ) -> None:
         super().__init__()
+        width = int(input_size if input_width is None else input_width)
         if len(members) < 1:
             raise ConfigError("the ensemble encoder needs at least one member (encoder_params.members)")
         weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
@@ -113,14 +121,16 @@ class EnsembleEncoder(Encoder):
             encoder = ENCODERS.build(str(spec["encoder"]), in_channels=in_channels, input_size=size, **params)
             if not getattr(encoder, "normalized", False):
                 raise ConfigError(f"ensemble member {i} ({spec['encoder']}): its embeddings must be L2-normalised (normalize = true)")
-            built.append(_Member(encoder, input_size))
+            if not 1 <= encoder.input_shape[2] <= width:
+                raise ConfigError(f"ensemble member {i}: its input width {encoder.input_shape[2]} must be from 1 to the ensemble's {width} (input_width)")
+            built.append(_Member(encoder, input_size, width))
         self.members = nn.ModuleList(built)
         self.register_buffer("gains", torch.tensor([math.sqrt(w / total) for w in weights]), persistent=False)
         self.embedding_dim = sum(m.encoder.embedding_dim for m in self.members)
-        self.input_shape = (in_channels, input_size, input_size)
+        self.input_shape = (in_channels, input_size, width)
         self.normalized = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, S, S)`` -> ``(B, D)``: ``[sqrt(w_1) e_1, ..., sqrt(w_M) e_M]`` (unit length)."""
+        """``(B, C, H, W)`` -> ``(B, D)``: ``[sqrt(w_1) e_1, ..., sqrt(w_M) e_M]`` (unit length)."""
         parts = [m(x) * self.gains[i] for i, m in enumerate(self.members)]
         return F.normalize(torch.cat(parts, 1), dim=1)

@@ -12,7 +12,9 @@ Layers (``FEATURE_LAYERS``):
   the model-preprocessed image (no network), the baseline.
 
 ``grid`` and ``hidden`` need an encoder with an ``fc`` ``nn.Sequential`` (the ``signet``
-encoder); others get a clear :class:`ConfigError`.
+encoder, or an ``ensemble`` of them: the members' features concatenated); others get a
+clear :class:`ConfigError`. An encoder with test-time views (``signet``'s ``test_views``)
+runs its ``fc`` on all the views at once; the features are then the mean over the views.
 """
 
 from __future__ import annotations
@@ -31,13 +33,22 @@ from twinshot.models.siamese import SiameseNetwork
 FEATURE_LAYERS: tuple[str, ...] = ("embedding", "grid", "hidden", "hog")
 
 
-def _hook_target(model: SiameseNetwork, layer: str) -> nn.Module:
-    fc = getattr(model.encoder, "fc", None)
-    if not isinstance(fc, nn.Sequential):
-        raise ConfigError(
-            f"feature layer {layer!r} needs an encoder with fully connected layers 'fc' (e.g. signet); "
-            f"this model's encoder is {type(model.encoder).__name__}"
-        )
+def _fc_encoders(model: SiameseNetwork, layer: str) -> list[nn.Module]:
+    """The encoders whose ``fc`` feeds ``layer``: the model's own, or each member of an
+    ``ensemble`` encoder (their features are concatenated, member by member)."""
+    members = getattr(model.encoder, "members", None)
+    encoders = [m.encoder for m in members] if isinstance(members, nn.ModuleList) else [model.encoder]
+    for enc in encoders:
+        if not isinstance(getattr(enc, "fc", None), nn.Sequential):
+            raise ConfigError(
+                f"feature layer {layer!r} needs an encoder with fully connected layers 'fc' (e.g. signet, or an ensemble "
+                f"of them); this model's encoder is {type(enc).__name__}"
+            )
+    return encoders
+
+
+def _hook_target(encoder: nn.Module, layer: str) -> nn.Module:
+    fc = encoder.fc
     if layer == "grid":
         return fc
     relus = [m for m in fc if isinstance(m, nn.ReLU)]
@@ -79,15 +90,15 @@ def image_features(
         raise ConfigError(f"copies must be >= 0, got {copies}")
     from twinshot.writer_dependent.handcrafted import hog_features
 
-    captured: dict[str, torch.Tensor] = {}
-    handle = None
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
     if layer in ("grid", "hidden"):
-        target = _hook_target(model, layer)
+        for i, enc in enumerate(_fc_encoders(model, layer)):
 
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-            captured["x"] = (inputs[0] if layer == "grid" else output).detach().clone()
+            def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor, i: int = i) -> None:
+                captured[i] = (inputs[0] if layer == "grid" else output).detach().clone()
 
-        handle = target.register_forward_hook(hook)
+            handles.append(_hook_target(enc, layer).register_forward_hook(hook))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -107,9 +118,18 @@ def image_features(
                 out.append(hog_features(xf))
                 continue
             e = model.encoder(xf)
-            out.append((e if layer == "embedding" else torch.flatten(captured["x"], 1)).float().cpu().numpy())
+            if layer == "embedding":
+                out.append(e.float().cpu().numpy())
+                continue
+            parts = []
+            for i in range(len(handles)):
+                f = torch.flatten(captured[i], 1)
+                if f.shape[0] != xf.shape[0]:  # test-time views: (V * B, F) -> the mean over the V views
+                    f = f.reshape(-1, xf.shape[0], f.shape[1]).mean(0)
+                parts.append(f)
+            out.append(torch.cat(parts, 1).float().cpu().numpy())
     finally:
-        if handle is not None:
+        for handle in handles:
             handle.remove()
         model.train(was_training)
     if not out:
