@@ -118,6 +118,25 @@ def resolve_model_dir(ref: str | os.PathLike) -> Path:
     raise TwinshotError(f"model {text!r} not found: not a path, nor a shipped model ({names})")
 
 
+def load_weights_into(model: Any, path: Path, mismatch: str, error: type[TwinshotError] = TwinshotError) -> None:
+    """Load the safetensors state at ``path`` into ``model`` (built from the same spec).
+
+    Every key must match, except that an encoder which loaded weights shipped with the
+    package (``packaged_weights``, face-resnet) may be saved without them: the file then
+    holds only what differs (the head). Raises ``error`` naming the file, ``mismatch`` and
+    the first missing and unexpected keys.
+    """
+    try:
+        state = load_file(str(path))
+    except (OSError, Exception) as exc:  # safetensors raises its own error types
+        raise error(f"{path}: cannot read the weights ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if getattr(model.encoder, "packaged_weights", False):
+        missing = [k for k in missing if not k.startswith("encoder.")]
+    if missing or unexpected:
+        raise error(f"{path}: {mismatch} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
 def load_model(ref: str | os.PathLike) -> SiameseNetwork:
     """Load a model in eval mode from a reference (see the module docstring)."""
     directory = resolve_model_dir(ref)
@@ -127,20 +146,7 @@ def load_model(ref: str | os.PathLike) -> SiameseNetwork:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TwinshotError(f"{directory / SPEC}: not a valid model description ({exc})") from None
     model = build_model(spec)
-    try:
-        state = load_file(str(directory / WEIGHTS))
-    except (OSError, Exception) as exc:  # safetensors raises its own error types
-        raise TwinshotError(f"{directory / WEIGHTS}: cannot read the weights ({exc})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if getattr(model.encoder, "packaged_weights", False):
-        # an encoder that loaded weights shipped with the package (face-resnet) may be
-        # saved without them: the model file then holds only what differs (the head)
-        missing = [k for k in missing if not k.startswith("encoder.")]
-    if missing or unexpected:
-        raise TwinshotError(
-            f"{directory / WEIGHTS}: weights do not match {spec.encoder}/{spec.head} "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    load_weights_into(model, directory / WEIGHTS, f"weights do not match {spec.encoder}/{spec.head}")
     model.eval()
     model.source = str(directory)  # type: ignore[attr-defined]
     return model

@@ -105,16 +105,6 @@ def check_same_model(spec: dict[str, Any], source: InitSource) -> None:
 
 def load_initial_weights(model: Any, source: InitSource) -> None:
     """Copy the source's weights into ``model`` (a freshly built model of the same spec)."""
-    from safetensors.torch import load_file
+    from twinshot.models.io import WEIGHTS, load_weights_into
 
-    from twinshot.models.io import WEIGHTS
-
-    state = load_file(str(source.directory / WEIGHTS))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if getattr(model.encoder, "packaged_weights", False):
-        missing = [k for k in missing if not k.startswith("encoder.")]
-    if missing or unexpected:
-        raise ConfigError(
-            f"run.init_from: {source.directory / WEIGHTS} does not fit the model "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    load_weights_into(model, source.directory / WEIGHTS, "does not fit the model of this run (run.init_from)", ConfigError)
