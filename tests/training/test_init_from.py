@@ -75,7 +75,7 @@ def test_an_unknown_source_is_refused(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_a_shipped_model_must_match_too(tiny_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"run.init_from: model.encoder_params.* differs: .* 'omniglot' "):
+    with pytest.raises(ConfigError, match=r"run.init_from: model.encoder_params.* differs: .* 'omniglot' .*\(start from its settings with --config .*omniglot.config\.toml\)$"):
         train(_config(tiny_data, **{"run.init_from": "omniglot"}), tmp_path / "z", progress=False)
 
 

@@ -96,10 +96,12 @@ def check_same_model(spec: dict[str, Any], source: InitSource) -> None:
     found = _first_difference(spec, source.spec, "model")
     if found is not None:
         key, mine, theirs = found
+        own = source.directory / "config.toml"
+        hint = f" (start from its settings with --config {own})" if own.is_file() else ""
         raise ConfigError(
             f"run.init_from: {key} differs: this run's config has {mine!r}, "
             f"{source.ref!r} ({source.directory / 'model.json'}) has {theirs!r}; "
-            "the new run's [model] must match its source's"
+            f"the new run's [model] must match its source's{hint}"
         )
 
 
