@@ -145,7 +145,6 @@ def _make_sampler(config: TrainConfig, batch_kind: str, train_data: Any, extra_c
             raise ConfigError("sampler.extra_share needs data.extra_train_sources")
         extra = torch.tensor([c in extra_classes for c in names], dtype=torch.bool)
         negatives = dict(negatives, extra=extra, extra_share=s.extra_share)
-    _check_within_group_share(config, batch_kind)
     if batch_kind == "pairs":
         return D.PairSampler(train_data.labels, s.batch_size, n, seed, s.same_fraction, class_names=names, skip_small=True, **negatives)
     if batch_kind == "triplets":
