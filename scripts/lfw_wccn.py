@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from twinshot.evaluation.lfw import lfw_protocol, pair_arrays, read_lfw_pairs
+from twinshot.evaluation.verification import verification_metrics
 from twinshot.models.projection import LinearProjection, lda, wccn
 
 REGS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -51,7 +52,8 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def fold_errors(cfg: dict, x: np.ndarray, person: np.ndarray, fold_people: list[set], i1, i2, same, fold_of) -> np.ndarray:
+def fold_scores(cfg: dict, x: np.ndarray, person: np.ndarray, fold_people: list[set], i1, i2, same, fold_of) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's cosine after its fold-excluded projection ``(P,)`` and the errors per fold."""
     scores = np.zeros(len(same))
     for k, people in enumerate(fold_people):
         train = ~np.isin(person, list(people))
@@ -60,7 +62,7 @@ def fold_errors(cfg: dict, x: np.ndarray, person: np.ndarray, fold_people: list[
         m = fold_of == k
         scores[m] = np.sum(z[i1[m]] * z[i2[m]], axis=1)
     res = lfw_protocol(scores, same, fold_of)
-    return np.array([round(f.n_pairs * (1 - f.accuracy)) for f in res.folds])
+    return scores, np.array([round(f.n_pairs * (1 - f.accuracy)) for f in res.folds])
 
 
 def summary(errors: np.ndarray, n: int = 600) -> dict:
@@ -95,24 +97,30 @@ def main() -> None:
     index = {p: i for i, p in enumerate(data["paths"].tolist())}
     i1, i2, same, fold_of = pair_arrays(folds, index)
     fold_people = [{os.path.basename(os.path.dirname(os.fspath(q))) for p in f for q in (p.path1, p.path2)} for f in folds]
-    rows = []
+    rows, scores = [], []
     for cfg in grid():
-        errs = fold_errors(cfg, x, person, fold_people, i1, i2, same, fold_of)
+        sc, errs = fold_scores(cfg, x, person, fold_people, i1, i2, same, fold_of)
         rows.append({"cfg": cfg, "per_fold": errs.tolist()})
+        scores.append(sc)
         print(json.dumps(rows[-1]), flush=True)
     report: dict = {"grid": rows, "families": {}}
     for family in ("none", "wccn", "lda"):
         cand = [r for r in rows if r["cfg"]["kind"] == family]
         per_half, chosen = [], []
+        pooled = []
         for h, other in ((0, 1), (1, 0)):
             # choose on the other half, report on this one
             best = min(cand, key=lambda r: sum(r["per_fold"][k] for k in HALVES[other]))
             chosen.append(best["cfg"])
             per_half.append(np.array([best["per_fold"][k] for k in HALVES[h]]))
+            m = np.isin(fold_of, HALVES[h])  # one setting per half: its scores pool
+            vm = verification_metrics(scores[rows.index(best)][m], same[m]).to_dict()
+            pooled.append({k: vm[k] for k in ("auc", "eer", "tar_at_far")})
         report["families"][family] = {
             "folds 1-4 (chosen on 5-8)": {"cfg": chosen[0], **summary(per_half[0])},
             "folds 5-8 (chosen on 1-4)": {"cfg": chosen[1], **summary(per_half[1])},
             "8 folds (cross-fitted halves)": summary(np.concatenate(per_half)),
+            "pooled within folds 1-4, 5-8": pooled,
             "chosen on all 8 (for the shipped fit)": min(cand, key=lambda r: sum(r["per_fold"]))["cfg"],
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
