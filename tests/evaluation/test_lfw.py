@@ -134,3 +134,35 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert cli(["evaluate", "lfw", "faces-orl", str(tmp_path / "p.txt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "announces 3 fold" in err
+
+
+def test_lfw_embeddings_reuse_the_cache_of_evaluate_lfw(tmp_path: Path) -> None:
+    """``lfw_embeddings`` over the pair photos (in ``lfw_pair_photos`` order) reads the cache
+    ``evaluate_lfw`` wrote; another photo list gets its own cache file."""
+    import torch
+    from PIL import Image
+
+    from twinshot.data.images import Preprocessing
+    from twinshot.evaluation import evaluate_lfw
+    from twinshot.evaluation.lfw import lfw_embeddings, lfw_pair_photos
+    from twinshot.models.siamese import ModelSpec, build_model
+
+    rng = np.random.default_rng(0)
+    for name, n in (("Ann", 3), ("Bob", 2), ("Cid", 2)):
+        (tmp_path / name).mkdir()
+        for i in range(1, n + 1):
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / name / f"{name}_{i:04d}.jpg")
+    (tmp_path / "pairs.txt").write_text("1\t1\nAnn\t1\t2\nAnn\t1\tBob\t2\n")
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("compact", {"widths": [4], "embedding_dim": 4}, "cosine", {}, Preprocessing(size=(8, 8))))
+    model.eval()
+    cache = tmp_path / "cache"
+    evaluate_lfw(model, tmp_path / "pairs.txt", cache=cache)
+    files = sorted(cache.iterdir())
+    paths = list(lfw_pair_photos(read_lfw_pairs(tmp_path / "pairs.txt")))
+    assert paths == [str(tmp_path / "Ann" / "Ann_0001.jpg"), str(tmp_path / "Ann" / "Ann_0002.jpg"), str(tmp_path / "Bob" / "Bob_0002.jpg")]
+    emb, no_face = lfw_embeddings(model, paths, cache=cache)
+    assert sorted(cache.iterdir()) == files and emb.shape == (3, 4) and no_face == []
+    rest, _ = lfw_embeddings(model, [str(tmp_path / "Cid" / "Cid_0001.jpg"), paths[0]], cache=cache)
+    assert len(list(cache.iterdir())) == 2
+    torch.testing.assert_close(rest[1], emb[0])

@@ -10,7 +10,7 @@ Scores are head logits everywhere: **higher is more alike**.
 """
 
 from twinshot.evaluation.episodes import EpisodeResult, classify_queries, embed_dataset, evaluate_episodes
-from twinshot.evaluation.lfw import LfwResult, evaluate_lfw, lfw_protocol, read_lfw_pairs
+from twinshot.evaluation.lfw import LfwResult, evaluate_lfw, lfw_embeddings, lfw_protocol, read_lfw_pairs
 from twinshot.evaluation.omniglot_runs import OmniglotRunsResult, evaluate_omniglot_runs
 from twinshot.evaluation.openset import OpenSetResult, evaluate_open_set, evaluate_open_set_embeddings
 from twinshot.evaluation.pairs import Pair, read_pairs_csv
@@ -27,6 +27,6 @@ __all__ = [
     "OmniglotRunsResult", "evaluate_omniglot_runs",
     "VerificationResult", "evaluate_verification", "verification_metrics", "pair_scores", "embed_sources",
     "Pair", "read_pairs_csv",
-    "LfwResult", "evaluate_lfw", "lfw_protocol", "read_lfw_pairs",
+    "LfwResult", "evaluate_lfw", "lfw_embeddings", "lfw_protocol", "read_lfw_pairs",
     "OpenSetResult", "evaluate_open_set", "evaluate_open_set_embeddings",
 ]

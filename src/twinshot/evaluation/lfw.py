@@ -268,6 +268,37 @@ def _cached_embeddings(
 
 
 @torch.no_grad()
+def lfw_embeddings(
+    model: SiameseNetwork,
+    paths: Sequence[str | os.PathLike],
+    *,
+    cache: str | os.PathLike | None = None,
+    fallback_crop: float | None = None,
+    face: str = "centre",
+    batch_size: int = 64,
+    progress: bool = False,
+) -> tuple[torch.Tensor, list[str]]:
+    """The embeddings ``(N, D)`` of LFW photos, as :func:`evaluate_lfw` embeds them (the
+    model's preprocessing with ``face``'s pick, ``fallback_crop`` where no face is found),
+    and the photos that fell back. ``cache`` is a folder keyed by the model's fingerprint
+    and the photo list (in order): :func:`evaluate_lfw` with the same list reuses it."""
+    prep = lfw_preprocessing(model.preprocessing, face)
+    names = [os.fspath(p) for p in paths]
+    return _cached_embeddings(model, names, prep, Path(cache) if cache is not None else None, fallback_crop, batch_size, progress)
+
+
+def lfw_pair_photos(folds: Sequence[Sequence[Pair]]) -> dict[str, int]:
+    """Each distinct photo of the folds' pairs (``os.fspath``), with its row: in pair order,
+    the order :func:`evaluate_lfw` embeds (and caches) them in."""
+    index: dict[str, int] = {}
+    for fold in folds:
+        for p in fold:
+            for q in (p.path1, p.path2):
+                index.setdefault(os.fspath(q), len(index))
+    return index
+
+
+@torch.no_grad()
 def evaluate_lfw(
     model: SiameseNetwork,
     pairs_file: str | os.PathLike,
@@ -293,16 +324,12 @@ def evaluate_lfw(
     Raises:
         DataError: for a malformed pairs file or an unreadable image (named).
     """
-    prep = lfw_preprocessing(model.preprocessing, face)
     folds = read_lfw_pairs(pairs_file, images)
     pairs = [p for fold in folds for p in fold]
     fold_of = np.concatenate([np.full(len(f), i) for i, f in enumerate(folds)])
-    index: dict[str, int] = {}
-    for p in pairs:
-        for q in (p.path1, p.path2):
-            index.setdefault(os.fspath(q), len(index))
+    index = lfw_pair_photos(folds)
     paths = list(index)
-    emb, no_face = _cached_embeddings(model, paths, prep, Path(cache) if cache is not None else None, fallback_crop, batch_size, progress)
+    emb, no_face = lfw_embeddings(model, paths, cache=cache, fallback_crop=fallback_crop, face=face, batch_size=batch_size, progress=progress)
     i1 = torch.tensor([index[os.fspath(p.path1)] for p in pairs])
     i2 = torch.tensor([index[os.fspath(p.path2)] for p in pairs])
     emb = emb.to(next(model.parameters()).device)
