@@ -1,13 +1,17 @@
-"""Copy a trained ``signet`` model (a run's ``best/``, a model directory or a shipped name)
-(or an ``ensemble`` of them: every member) to a new model directory whose encoder embeds test-time views
-(``model.encoder_params.test_views``, :func:`twinshot.models.signet.parse_views`): the same
-weights; ``model.json``'s spec and ``config.toml``'s ``[model]`` get the views. The head's
+"""Copy a trained ``signet`` or ``compact`` model (a run's ``best/``, a model directory or a
+shipped name) (or an ``ensemble`` of them: every member) to a new model directory whose
+encoder embeds test-time views (``model.encoder_params.test_views``,
+:func:`twinshot.models.views.parse_views`): the same weights; ``model.json``'s spec and
+``config.toml``'s ``[model]`` get the views (a ``compact`` encoder's ``test_shifts`` is
+dropped: ``test_shifts = true`` is ``shift:1``, so keep ``shift:1`` among the views to keep
+its shifts). The head's
 logistic is left as it was (fitted on one view; EERs do not depend on it) unless
 ``--calibrate`` re-fits it on the embeddings with the views, as the trainer's last step does
 (``calibrate_head`` on the run's held-out classes, ``validation.calibration_pairs`` pairs,
 ``validation.seed``), and records that in ``model.json``'s ``extra.test_views``.
 
     PYTHONPATH=src python scripts/with_test_views.py signatures-cedar runs/tta_shift3 shift:3 stroke:0.5
+    PYTHONPATH=src python scripts/with_test_views.py omniglot runs/omni_views shift:1 stroke:0.5
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from twinshot.models import load_model, resolve_model_dir, save_model
-from twinshot.models.signet import parse_views
+from twinshot.models.views import parse_views
 from twinshot.training import toml
 
 
@@ -37,16 +41,18 @@ def main() -> None:
     shutil.copytree(src, out)
     meta = json.loads((out / "model.json").read_text())
     params = meta["spec"]["encoder_params"]
+    viewed = ("signet", "compact")
     if meta["spec"]["encoder"] == "ensemble":  # every member gets the views
         targets = [m["params"] for m in params["members"]]
-        if any(m["encoder"] != "signet" for m in params["members"]):
-            raise SystemExit(f"error: {args.model}: test_views need signet members")
-    elif meta["spec"]["encoder"] == "signet":
+        if any(m["encoder"] not in viewed for m in params["members"]):
+            raise SystemExit(f"error: {args.model}: test_views need {' or '.join(viewed)} members")
+    elif meta["spec"]["encoder"] in viewed:
         targets = [params]
     else:
-        raise SystemExit(f"error: {args.model}: test_views need the signet encoder, not {meta['spec']['encoder']}")
+        raise SystemExit(f"error: {args.model}: test_views need the {' or '.join(viewed)} encoder, not {meta['spec']['encoder']}")
     for t in targets:
         t.pop("test_views", None)
+        t.pop("test_shifts", None)
         if args.views:
             t["test_views"] = list(args.views)
     (out / "model.json").write_text(json.dumps(meta, indent=2))

@@ -97,7 +97,7 @@ def test_test_views_average_in_eval_mode_only() -> None:
 
 
 def test_scale_view_matrix_is_the_identity_at_scale_one_and_zooms_about_the_centre() -> None:
-    from twinshot.models.signet import _scale_matrix
+    from twinshot.models.views import scale_matrix as _scale_matrix
 
     torch.testing.assert_close(_scale_matrix(7, 1.0), torch.eye(7))
     m = _scale_matrix(8, 2.0)

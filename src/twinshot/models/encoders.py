@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from twinshot.errors import ConfigError
+from twinshot.models.views import ViewMaker, mean_of_views, parse_views, shift_views
 from twinshot.registry import Registry
 
 
@@ -91,7 +92,11 @@ class CompactEncoder(Encoder):
             replicated) and average the five embeddings (re-normalised when ``normalize``),
             as :func:`twinshot.evaluation.tta.embed_tta` with ``"shifts"`` does; training
             is unchanged. Built into the encoder so the gallery, exports and the service all
-            get it; costs five forward passes per image.
+            get it; costs five forward passes per image. The same as ``test_views=["shift:1"]``.
+        test_views: test-time views, e.g. ``["shift:1", "stroke:0.5", "scale:0.05"]``
+            (:func:`twinshot.models.views.parse_views`); in eval mode the embedding is the mean
+            of the image's and these views' embeddings (re-normalised when ``normalize``);
+            training is unchanged. Give ``test_shifts`` or ``test_views``, not both.
     """
 
     def __init__(
@@ -104,8 +109,13 @@ class CompactEncoder(Encoder):
         normalize: bool = False,
         dropout: float = 0.0,
         test_shifts: bool = False,
+        test_views: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        parse_views(test_views)  # bad entries fail before anything is built
+        if test_shifts and test_views:
+            raise ConfigError(f"give test_shifts or test_views, not both (test_shifts = true is test_views = [\"shift:1\"]), "
+                              f"got test_views {list(test_views)}")
         if in_channels not in (1, 3):
             raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
         if pool not in ("flatten", "avg"):
@@ -132,15 +142,21 @@ class CompactEncoder(Encoder):
         self.input_shape = (in_channels, input_size, input_size)
         self.normalized = normalize
         self.test_shifts = bool(test_shifts)
+        self.test_views = [str(v) for v in test_views]
+        self.view_maker = ViewMaker(self.test_views or ["shift:1"], input_size, input_size)
+
+    def views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The image and its test-time views (``test_views``, or the four 1-pixel shifts of
+        ``test_shifts``), each ``(B, C, S, S)``."""
+        return self.view_maker(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, S, S)`` -> ``(B, embedding_dim)``; with ``test_shifts`` in eval mode,
-        the mean over the five shifted views."""
-        if not self.test_shifts or self.training:
+        """``(B, C, S, S)`` -> ``(B, embedding_dim)``; with ``test_shifts`` or ``test_views``
+        in eval mode, the mean over the views (one batch of ``V * B`` through the network)."""
+        if self.training or not (self.test_shifts or self.test_views):
             return self._embed(x)
-        b = x.shape[0]
-        views = self._embed(torch.cat(shifted_views(x), 0)).reshape(5, b, -1).mean(0)
-        return F.normalize(views, dim=1) if self.normalized else views
+        views = self.view_maker(x)
+        return mean_of_views(self._embed(torch.cat(views, 0)), len(views), self.normalized)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
@@ -151,8 +167,8 @@ class CompactEncoder(Encoder):
 
 @contextlib.contextmanager
 def single_view(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, every encoder of ``model`` with ``test_shifts`` (or ``test_views``,
-    the ``signet`` encoder's) embeds one view (the trainer validates this way: five times
+    """Within the block, every encoder of ``model`` with ``test_shifts`` or ``test_views``
+    embeds one view (the trainer validates this way: five times
     cheaper, and the views do not change which epoch is best enough to pay for it);
     restored on exit."""
     mods = [m for m in model.modules() if getattr(m, "test_shifts", False)]
@@ -173,10 +189,8 @@ def single_view(model: nn.Module) -> Iterator[nn.Module]:
 def shifted_views(x: torch.Tensor) -> list[torch.Tensor]:
     """``(B, C, H, W)`` -> the image and its 1-pixel shifts right, left, down, up (the edge
     row/column repeated into the gap), five ``(B, C, H, W)`` tensors in the order of
-    :func:`twinshot.evaluation.tta.shift_views`."""
-    h, w = x.shape[2], x.shape[3]
-    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    return [x, p[:, :, 1:1 + h, 0:w], p[:, :, 1:1 + h, 2:2 + w], p[:, :, 0:h, 1:1 + w], p[:, :, 2:2 + h, 1:1 + w]]
+    :func:`twinshot.evaluation.tta.shift_views` (``test_shifts``'s views)."""
+    return [x, *shift_views(x, 1)]
 
 
 @ENCODERS.register("face-resnet")

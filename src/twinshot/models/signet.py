@@ -15,14 +15,14 @@ away). This version keeps that shape at a fraction of the cost:
 
 ``test_views`` (off by default) makes the encoder, in eval mode only, embed a few views of
 each image and return their mean (re-normalised): test-time augmentation built into the
-model, so galleries, the CLI, the service and exports all use it. See :func:`parse_views`.
+model, so galleries, the CLI, the service and exports all use it. See
+:func:`twinshot.models.views.parse_views`.
 
 With the defaults on 1x120x176 input: about 1.1 M parameters and 0.2 GMAC per image.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -31,58 +31,7 @@ from torch import nn
 
 from twinshot.errors import ConfigError
 from twinshot.models.encoders import ENCODERS, Encoder
-
-
-#: The kinds of test-time views and how many views each adds (see :func:`parse_views`).
-VIEW_KINDS: dict[str, int] = {"shift": 4, "stroke": 2, "scale": 2}
-
-
-def parse_views(views: Sequence[str]) -> list[tuple[str, float]]:
-    """Check ``test_views`` entries ``"KIND:VALUE"`` and return ``(kind, value)`` pairs.
-
-    * ``"shift:N"``: four views, the image moved ``N`` pixels (integer >= 1) left, right, up
-      and down (the edge row/column repeated into the gap);
-    * ``"stroke:T"``: two views, the image blended with its 3x3 grey dilation and with its
-      3x3 erosion, weight ``T`` in (0, 1] (``(1 - T) x + T dilate(x)``: thicker and thinner
-      strokes, as the ``signature_strokes`` augmentation draws them);
-    * ``"scale:F"``: two views, the image scaled by ``1 - F`` and ``1 + F`` about its centre
-      (bilinear; ``F`` in (0, 0.5)).
-
-    The image itself is always the first view.
-    """
-    if isinstance(views, str):
-        raise ConfigError(f"test_views must be a list of 'kind:value' strings, got the string {views!r}")
-    out: list[tuple[str, float]] = []
-    for v in views:
-        kind, sep, value = str(v).partition(":")
-        if kind not in VIEW_KINDS or not sep:
-            raise ConfigError(f"test_views entry {v!r}: expected 'kind:value' with kind one of {', '.join(VIEW_KINDS)}")
-        try:
-            x = float(value)
-        except ValueError:
-            raise ConfigError(f"test_views entry {v!r}: {value!r} is not a number") from None
-        if kind == "shift" and (x != int(x) or x < 1):
-            raise ConfigError(f"test_views entry {v!r}: the shift must be a whole number of pixels >= 1")
-        if kind == "stroke" and not 0 < x <= 1:
-            raise ConfigError(f"test_views entry {v!r}: the stroke weight must be in (0, 1]")
-        if kind == "scale" and not 0 < x < 0.5:
-            raise ConfigError(f"test_views entry {v!r}: the scale change must be in (0, 0.5)")
-        out.append((kind, x))
-    return out
-
-
-def _scale_matrix(n: int, factor: float) -> torch.Tensor:
-    """``(n, n)``: bilinear resampling of ``n`` pixels scaled by ``factor`` about the centre
-    (align_corners=False, zeros outside), ``y = M @ x``."""
-    m = torch.zeros(n, n, dtype=torch.float64)
-    for i in range(n):
-        src = (i + 0.5 - n / 2) / factor + n / 2 - 0.5
-        j0 = math.floor(src)
-        frac = src - j0
-        for j, w in ((j0, 1.0 - frac), (j0 + 1, frac)):
-            if 0 <= j < n and w > 0:
-                m[i, j] += w
-    return m.float()
+from twinshot.models.views import VIEW_KINDS, ViewMaker, mean_of_views, parse_views  # noqa: F401 (parse_views, VIEW_KINDS: re-exported)
 
 
 def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -128,7 +77,7 @@ class SigNetEncoder(Encoder):
         test_views: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        self._views = parse_views(test_views)
+        parse_views(test_views)  # bad entries fail before anything is built
         self.test_views = [str(v) for v in test_views]
         widths = [int(w) for w in widths]
         if len(widths) < 2:
@@ -172,42 +121,19 @@ class SigNetEncoder(Encoder):
         self.embedding_dim = int(embedding_dim)
         self.input_shape = (in_channels, int(input_size), width)
         self.normalized = bool(normalize)
-        for k, (kind, f) in enumerate(self._views):
-            if kind == "scale":  # fixed matrices at the input size (exports keep them)
-                for j, factor in enumerate((1 - f, 1 + f)):
-                    self.register_buffer(f"view{k}_{j}_rows", _scale_matrix(int(input_size), factor), persistent=False)
-                    self.register_buffer(f"view{k}_{j}_cols", _scale_matrix(width, factor).t().contiguous(), persistent=False)
+        self.view_maker = ViewMaker(test_views, int(input_size), width)
 
     def views(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The image and its ``test_views``, each ``(B, C, H, W)``."""
-        out = [x]
-        h, w = x.shape[2], x.shape[3]
-        for k, (kind, f) in enumerate(self._views):
-            if kind == "shift":
-                n = int(f)
-                p = F.pad(x, (n, n, n, n), mode="replicate")
-                out += [p[:, :, n:n + h, 0:w], p[:, :, n:n + h, 2 * n:2 * n + w], p[:, :, 0:h, n:n + w], p[:, :, 2 * n:2 * n + h, n:n + w]]
-            elif kind == "stroke":
-                dilated = F.max_pool2d(x, 3, stride=1, padding=1)
-                eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
-                out += [x + f * (dilated - x), x + f * (eroded - x)]
-            else:
-                for j in range(2):
-                    rows, cols = getattr(self, f"view{k}_{j}_rows"), getattr(self, f"view{k}_{j}_cols")
-                    if rows.shape[0] != h or cols.shape[0] != w:
-                        raise ConfigError(f"test_views {kind}: the encoder was built for {rows.shape[0]}x{cols.shape[0]} inputs, got {h}x{w}")
-                    out.append(torch.matmul(torch.matmul(rows, x), cols))
-        return out
+        """The image and its ``test_views``, each ``(B, C, H, W)`` (:class:`ViewMaker`)."""
+        return self.view_maker(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, embedding_dim)``; with ``test_views`` in eval mode, the
         mean over the views (one batch of ``V * B`` through the network)."""
         if not self.test_views or self.training:
             return self._embed(x)
-        views = self.views(x)
-        b = x.shape[0]
-        e = self._embed(torch.cat(views, 0)).reshape(len(views), b, -1).mean(0)
-        return F.normalize(e, dim=1) if self.normalized else e
+        views = self.view_maker(x)
+        return mean_of_views(self._embed(torch.cat(views, 0)), len(views), self.normalized)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
