@@ -423,7 +423,8 @@ def reembed(
     if as_json:
         _emit_json(summary)
     else:
-        typer.echo(f"re-embedded {summary['n_embeddings']} references with {summary['model']}; calibrate again")
+        again = "normalise (gallery normalise --cohort DIR) and calibrate again" if summary.get("score_norm") == "reset" else "calibrate again"
+        typer.echo(f"re-embedded {summary['n_embeddings']} references with {summary['model']}; threshold reset to 0, {again}")
 
 
 @app.command("build-index")
