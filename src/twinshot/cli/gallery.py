@@ -347,7 +347,7 @@ def _calibrate_fpir(
     from twinshot.gallery.identification import calibrate_gallery
 
     if far is not None or eer:
-        raise ConfigError("give one of --fpir (identification), --far or --eer (verification)")
+        raise ConfigError("give only one of --fpir (identification), --far or --eer (verification)")
     if folder is None or pairs is not None:
         raise ConfigError("--fpir needs --folder (labelled class folders to simulate galleries from), not --pairs")
     with _open(gallery, model, inference=inference) as g:
