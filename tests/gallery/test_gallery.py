@@ -296,7 +296,9 @@ def test_reembed_drops_the_old_models_fpir_record_and_score_norm(tmp_path: Path,
         set_score_norm(g, "znorm", cohort=image_folder / "alphabet1")
         calibrate_gallery(g, image_folder / "alphabet0", fpir=0.2, simulations=3)
         assert calibration_target(g) == "fpir=0.2 at M=2" and stored_norm(g._meta) is not None
-        summary = g.reembed(other)
+        calls: list[tuple[int, int]] = []
+        summary = g.reembed(other, progress=lambda done, total: calls.append((done, total)))
+        assert calls == [(0, 2), (2, 2)]  # the CLI's bar starts at 0 of n, before the first chunk
         assert summary["calibration"] == "reset" and summary["score_norm"] == "reset"
         assert g.threshold == 0.0 and calibration_target(g) is None and stored_norm(g._meta) is None
         assert g.identify(files[5])[0].candidates[0].identity == "b"

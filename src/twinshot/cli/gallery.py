@@ -415,10 +415,18 @@ def reembed(
 
     Needs a gallery created with --keep-images. The threshold and calibration are reset.
     """
+    import contextlib
+
     from twinshot.gallery import Actor
     from twinshot.gallery import reembed as do_reembed
 
-    g, summary = do_reembed(gallery, model, inference=inference, actor=Actor("cli"))
+    with contextlib.ExitStack() as stack:
+        report = None
+        if not as_json and sys.stderr.isatty():  # a large gallery takes minutes: show where it is
+            bar = stack.enter_context(_progress_bar("re-embed"))
+            task = bar.add_task("re-embed", total=None)
+            report = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        g, summary = do_reembed(gallery, model, inference=inference, progress=report, actor=Actor("cli"))
     g.close()
     if as_json:
         _emit_json(summary)

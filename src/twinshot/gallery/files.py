@@ -79,6 +79,8 @@ def reembed_store(
     n = rows.ids.size
     vectors = np.empty((n, model.embedding_dim), np.float32)
     step = 4096
+    if progress is not None:
+        progress(0, n)
     for a in range(0, n, step):
         ids = rows.ids[a : a + step]
         kept = store.images(ids.tolist())
