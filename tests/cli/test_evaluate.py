@@ -117,6 +117,12 @@ def test_help_lists_subcommands(capsys) -> None:
         assert name in out
 
 
+def test_verification_help_points_a_folder_to_report(capsys) -> None:
+    # a newcomer with a labelled folder and no pairs CSV
+    assert cli(["evaluate", "verification", "--help"]) == 0
+    assert "twinshot report MODEL --folder FOLDER" in " ".join(capsys.readouterr().out.split())
+
+
 def test_heldout_needs_the_runs_config(model_dir: Path, capsys) -> None:
     assert cli(["evaluate", "heldout", str(model_dir)]) == 2
     err = capsys.readouterr().err

@@ -237,7 +237,7 @@ def test_class_balanced_needs_k_images() -> None:
 def test_episodes_need_shot_plus_query_images() -> None:
     with pytest.raises(DataError, match="class 'alpha/c2' has 2 images but episodes of 1 shot \\+ 2 query need at least 3 per class"):
         EpisodeSampler(LABELS, 3, 1, 2, 1, class_names=NAMES)
-    with pytest.raises(DataError, match="20-way episodes need 20 classes with at least 2 images; there are 12"):
+    with pytest.raises(DataError, match="20-way episodes need 20 classes with at least 2 images; there are 12 \\(ask for 12-way or fewer\\)"):
         EpisodeSampler(LABELS, 20, 1, 1, 1)
     with pytest.raises(DataError, match="no group has 6 classes .* \\(the largest has 5\\)"):
         EpisodeSampler(LABELS, 6, 1, 1, 1, class_groups=GROUPS, within_group=True)

@@ -180,3 +180,14 @@ def test_no_observed_false_accept_still_gets_an_upper_bound() -> None:
     assert report.far_exact95[0] == 0.0 and report.far_exact95[1] == pytest.approx(0.00184, abs=1e-5)
     again = type(report).from_dict(json.loads(json.dumps(report.to_dict())))
     assert again.far_exact95 == pytest.approx(report.far_exact95)
+
+
+def test_folder_pairs_with_one_image_per_class_name_the_folder(tmp_path) -> None:
+    # a newcomer's folder of one image per class has no genuine pair: say so, naming the folder
+    from tests.conftest import make_image_folder
+    from tests.gallery.helpers import tiny_model
+    from twinshot.gallery.calibration import folder_pair_scores
+
+    folder = make_image_folder(tmp_path / "single", groups=1, classes_per_group=4, per_class=1, nested=False)
+    with pytest.raises(DataError, match="single: calibration needs classes with at least 2 images .* each of its 4 classes has 1"):
+        folder_pair_scores(tiny_model(), folder, n_pairs=10)

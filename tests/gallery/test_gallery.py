@@ -282,6 +282,28 @@ def test_model_mismatch_is_refused_and_reembed_migrates(tmp_path: Path, model_di
             g.reembed(other)
 
 
+def test_reembed_drops_the_old_models_fpir_record_and_score_norm(tmp_path: Path, model_dir: Path, image_folder: Path) -> None:
+    # an FPIR threshold and a cohort of embeddings belong to the old model's scores: after a
+    # reembed, `gallery list` must not show "fpir=... at M=..." for a threshold reset to 0
+    from twinshot.gallery.identification import calibrate_gallery, calibration_target
+    from twinshot.gallery.scorenorm import set_score_norm, stored_norm
+
+    other = saved_model(tmp_path / "other", seed=1, dim=24)
+    files = sorted(image_folder.rglob("*.png"))
+    with Gallery.create(tmp_path / "g.db", model_dir, keep_images=True) as g:
+        g.enroll("a", [files[0]])
+        g.enroll("b", [files[5]])
+        set_score_norm(g, "znorm", cohort=image_folder / "alphabet1")
+        calibrate_gallery(g, image_folder / "alphabet0", fpir=0.2, simulations=3)
+        assert calibration_target(g) == "fpir=0.2 at M=2" and stored_norm(g._meta) is not None
+        calls: list[tuple[int, int]] = []
+        summary = g.reembed(other, progress=lambda done, total: calls.append((done, total)))
+        assert calls == [(0, 2), (2, 2)]  # the CLI's bar starts at 0 of n, before the first chunk
+        assert summary["calibration"] == "reset" and summary["score_norm"] == "reset"
+        assert g.threshold == 0.0 and calibration_target(g) is None and stored_norm(g._meta) is None
+        assert g.identify(files[5])[0].candidates[0].identity == "b"
+
+
 def test_keep_images_stores_the_original_file_bytes(tmp_path: Path, model_dir: Path, image_folder: Path) -> None:
     files = sorted(image_folder.rglob("*.png"))[:2]
     with Gallery.create(tmp_path / "g.db", model_dir, keep_images=True) as g:

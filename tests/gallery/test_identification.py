@@ -124,7 +124,7 @@ def test_cli_calibrate_fpir(capsys, tmp_path: Path, image_folder: Path) -> None:
     assert cli(["gallery", "identify", str(g), str(files[1])]) == 0
     assert "warning:" in capsys.readouterr().err
     for args, message in (
-        (["--fpir", "0.1", "--far", "0.1", "--folder", str(image_folder)], "give one of --fpir"),
+        (["--fpir", "0.1", "--far", "0.1", "--folder", str(image_folder)], "give only one of --fpir"),
         (["--fpir", "0.1"], "needs --folder"),
         (["--fpir", "2", "--folder", str(image_folder)], "--fpir must be in"),
     ):

@@ -88,3 +88,27 @@ def test_default_data_is_said_aloud(tmp_path: Path, capsys) -> None:
     # no preset, no --data: the note names Omniglot (the run itself may not find the data here)
     cli(["train", "--out", str(tmp_path / "run"), "--steps-per-epoch", "0"])
     assert "training on the default data, Omniglot" in capsys.readouterr().err
+
+
+def test_a_flat_folder_under_a_group_split_says_to_split_by_class(faces: Path, tmp_path: Path, capsys) -> None:
+    # the docs' fine-tune command --configs a shipped Omniglot config (split_by = "group",
+    # val = 5 alphabets); a flat folder of classes is one group
+    code = cli(["train", "--preset", "omniglot", "--data", str(faces), "--out", str(tmp_path / "run"), "--quiet", *SMALL])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "data.val / data.split_by = 'group'" in err and "1 group(s) of 10 classes" in err
+    assert "--set data.split_by=class" in err
+
+
+def test_one_class_and_one_image_per_class_name_the_real_fix(tmp_path: Path, capsys) -> None:
+    one_class = make_image_folder(tmp_path / "one", groups=1, classes_per_group=1, per_class=6, size=16, nested=False)
+    code = cli(["train", "--preset", "faces-orl", "--data", str(one_class), "--out", str(tmp_path / "a"), "--quiet", *SMALL])
+    err = capsys.readouterr().err
+    assert code == 2 and "training needs at least 2 class folders" in err, err
+    single = make_image_folder(tmp_path / "single", groups=1, classes_per_group=10, per_class=1, size=16, nested=False)
+    code = cli(["train", "--preset", "faces-orl", "--data", str(single), "--out", str(tmp_path / "b"), "--quiet",
+                "--set", "data.val=5", *SMALL])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    # not "try --set sampler.n_way=2": no class has the 2 images any batch needs
+    assert "try --set" not in err and "no class has more than 1 image(s)" in err and "add images" in err

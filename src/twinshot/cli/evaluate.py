@@ -221,7 +221,9 @@ def verification(
     batch_size: int = typer.Option(256, "--batch-size", help="Images per embedding batch."),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
-    """ROC AUC, equal error rate and TAR at FAR 1e-2 / 1e-3 on labelled pairs."""
+    """ROC AUC, equal error rate and TAR at FAR 1e-2 / 1e-3 on labelled pairs.
+
+    No pairs CSV? For a folder of class sub-folders, `twinshot report MODEL --folder FOLDER --out DIR` scores all its pairs (the same figures, plus N-way one-shot accuracy)."""
     from twinshot.evaluation import evaluate_verification
     from twinshot.models import load_model
 

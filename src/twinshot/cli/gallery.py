@@ -347,7 +347,7 @@ def _calibrate_fpir(
     from twinshot.gallery.identification import calibrate_gallery
 
     if far is not None or eer:
-        raise ConfigError("give one of --fpir (identification), --far or --eer (verification)")
+        raise ConfigError("give only one of --fpir (identification), --far or --eer (verification)")
     if folder is None or pairs is not None:
         raise ConfigError("--fpir needs --folder (labelled class folders to simulate galleries from), not --pairs")
     with _open(gallery, model, inference=inference) as g:
@@ -415,15 +415,24 @@ def reembed(
 
     Needs a gallery created with --keep-images. The threshold and calibration are reset.
     """
+    import contextlib
+
     from twinshot.gallery import Actor
     from twinshot.gallery import reembed as do_reembed
 
-    g, summary = do_reembed(gallery, model, inference=inference, actor=Actor("cli"))
+    with contextlib.ExitStack() as stack:
+        report = None
+        if not as_json and sys.stderr.isatty():  # a large gallery takes minutes: show where it is
+            bar = stack.enter_context(_progress_bar("re-embed"))
+            task = bar.add_task("re-embed", total=None)
+            report = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        g, summary = do_reembed(gallery, model, inference=inference, progress=report, actor=Actor("cli"))
     g.close()
     if as_json:
         _emit_json(summary)
     else:
-        typer.echo(f"re-embedded {summary['n_embeddings']} references with {summary['model']}; calibrate again")
+        again = "normalise (gallery normalise --cohort DIR) and calibrate again" if summary.get("score_norm") == "reset" else "calibrate again"
+        typer.echo(f"re-embedded {summary['n_embeddings']} references with {summary['model']}; threshold reset to 0, {again}")
 
 
 @app.command("build-index")

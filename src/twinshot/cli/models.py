@@ -25,7 +25,8 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print one JS
         acc_text = f"; {100 * acc:.1f}% {m['validation']['protocol']}" if acc is not None else ""
         typer.echo(f"  {m['name']}: {m['description']}")
         typer.echo(
-            f"      {m['encoder']} encoder{f' ({d}-d)' if (d := m['embedding_dim']) else ''}, {m['head']} head, trained with the {m['loss']} loss; "
+            f"      {m['encoder']} encoder{f' ({d}-d)' if (d := m['embedding_dim']) else ''}, {m['head']} head, "
+            f"{f'trained with the {loss} loss' if (loss := m['loss']) else 'not trained by twinshot'}; "
             f"input {m['input']}{acc_text}"
         )
     for key in ("encoders", "heads", "losses"):

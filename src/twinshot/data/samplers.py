@@ -796,6 +796,7 @@ class EpisodeSampler(_BlockSampler[Episode]):
             raise DataError(
                 f"{self.n_way}-way episodes need {self.n_way} classes with at least {need} images; "
                 f"there are {len(self._classes)}"
+                + (f" (ask for {len(self._classes)}-way or fewer)" if len(self._classes) >= 2 else "")
             )
         self._groups: torch.Tensor | None = None
         self._class_group: torch.Tensor | None = None

@@ -509,6 +509,12 @@ def folder_pair_scores(
     dataset = load_dataset(Path(folder), embedder.preprocessing, progress=progress)
     if dataset.n_classes < 2:
         raise DataError(f"{folder}: calibration needs at least 2 classes, found {dataset.n_classes}")
+    most = int(np.bincount(dataset.labels.numpy()).max())
+    if most < 2:
+        raise DataError(
+            f"{folder}: calibration needs classes with at least 2 images (for genuine pairs); "
+            f"each of its {dataset.n_classes} classes has 1"
+        )
     sampler = PairSampler(
         dataset.labels, batch_size=n_pairs, batches=1, seed=seed, same_fraction=0.5,
         class_names=dataset.class_names, skip_small=True,

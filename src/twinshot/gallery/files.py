@@ -74,10 +74,13 @@ def reembed_store(
             f"{store.path}: the gallery was created without keeping images, so its references cannot be "
             f"re-embedded; enroll them again into a new gallery (create with --keep-images to allow this)"
         )
+    had_norm = bool(meta.get("score_norm", ""))
     rows = store.load_rows()
     n = rows.ids.size
     vectors = np.empty((n, model.embedding_dim), np.float32)
     step = 4096
+    if progress is not None:
+        progress(0, n)
     for a in range(0, n, step):
         ids = rows.ids[a : a + step]
         kept = store.images(ids.tolist())
@@ -94,10 +97,14 @@ def reembed_store(
             "threshold": repr(DEFAULT_THRESHOLD),
             "calibration": json.dumps(Calibration().to_dict()),
             "calibration_report": "",
+            # the old model's scores: an FPIR record and a cohort of old embeddings no longer apply
+            "identification_calibration": "",
+            "score_norm": "",
+            "score_norm_cohort": "",
         },
         audit=AuditEntry("reembed", [], {"model": ref, "embeddings": int(n)}, actor or Actor()),
     )
-    return {"gallery": str(store.path), "n_embeddings": int(n), "model": ref, "dim": int(model.embedding_dim), "calibration": "reset"}
+    return {"gallery": str(store.path), "n_embeddings": int(n), "model": ref, "dim": int(model.embedding_dim), "calibration": "reset", "score_norm": "reset" if had_norm else "none"}
 
 
 def reembed(

@@ -50,7 +50,9 @@ def shipped_model_info(name: str) -> dict[str, Any]:
     size = pre.get("size", [0, 0])
     return {
         "name": name,
-        "description": preset_description(name) or _first_sentence(str(meta.get("extra", {}).get("description", ""))),
+        "description": preset_description(name)
+        or _first_sentence(str(meta.get("extra", {}).get("description", "")))
+        or str(meta.get("extra", {}).get("made_with", "")),  # a ported model: how it was made
         "encoder": spec.get("encoder"),
         "embedding_dim": spec.get("encoder_params", {}).get("embedding_dim"),
         "head": spec.get("head"),

@@ -135,7 +135,10 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
         full, relabel = relabel(full), None
     if config.val > 0:
         val_amount: float | int = int(config.val) if config.val >= 1 else config.val
-        split = class_split(full, val=val_amount, test=0, seed=config.split_seed, by=config.split_by)
+        try:
+            split = class_split(full, val=val_amount, test=0, seed=config.split_seed, by=config.split_by)
+        except DataError as e:
+            raise DataError(f"data.val / data.split_by = {config.split_by!r}: {e}{_split_hint(full, config)}") from e
         train, val = split.train, split.val
     else:
         train, val = full, None
@@ -163,6 +166,23 @@ def prepare_data(config: DataConfig, preprocessing: Preprocessing, *, progress: 
             raise DataError(f"data.rotations must be multiples of 90 other than 0, got {bad}")
         train = add_rotated_classes(train, rotations=tuple(config.rotations))
     return RunData(train=train, val=val, full=full, extra_classes=extra_classes)
+
+
+def _split_hint(full: LabelledImages, config: DataConfig) -> str:
+    """What to change when the held-out part leaves nothing to train on (a newcomer's flat
+    folder under a preset that holds out whole alphabets, or a folder of one class)."""
+    present = torch.unique(full.labels)
+    n_classes = len(present)
+    if n_classes < 2:
+        return f"; the sources hold {n_classes} class: training needs at least 2 class folders"
+    n_groups = len(torch.unique(full.class_groups[present]))
+    if config.split_by == "group" and n_groups < n_classes:
+        return (
+            f"; the sources hold {n_groups} group(s) of {n_classes} classes (a folder of class folders is one group): "
+            f"hold out classes instead with --set data.split_by=class"
+            + (f", or fewer groups with --set data.val=N (N < {n_groups})" if n_groups >= 2 else "")
+        )
+    return f"; the sources hold {n_classes} classes: hold out fewer with --set data.val=N (N < {n_classes})"
 
 
 def _thin_training_part(train: LabelledImages, config: DataConfig) -> LabelledImages:

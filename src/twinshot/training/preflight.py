@@ -22,6 +22,23 @@ def _fits(data: Any, need: int, within_group: bool) -> int:
     return int(torch.bincount(groups).max()) if len(groups) else 0
 
 
+def _most(data: Any) -> int:
+    """The most images any one class of ``data`` has."""
+    counts = torch.bincount(data.labels, minlength=data.n_classes)
+    return int(counts.max()) if len(counts) else 0
+
+
+def _try(key: str, have: int, data: Any, need_keys: str, need: int, extra: str = "") -> str:
+    """The fix to suggest: a smaller ``key`` when 2 or more classes fit; else (a smaller
+    ``key`` cannot help) a smaller per-class need, or more images when no class has 2."""
+    if have >= 2:
+        return f"try --set {key}={have}{extra}"
+    most = _most(data)
+    if most < 2:
+        return f"a smaller {key} cannot help: no class has more than {most} image(s) and each needs >= 2; add images"
+    return f"a smaller {key} cannot help: lower {need_keys} (now {need}; the fullest class has {most} images){extra}"
+
+
 def check_sizes(config: Any, batch_kind: str, train: Any, val: Any | None) -> None:
     """Raise one :class:`ConfigError` listing every sampler or validation size that the
     split cannot fill; do nothing when all fit.
@@ -40,7 +57,7 @@ def check_sizes(config: Any, batch_kind: str, train: Any, val: Any | None) -> No
             problems.append(
                 f"sampler.n_way = {s.n_way} but {'one training group' if s.within_group else 'the training split'} "
                 f"has only {have} classes with >= {need} images (sampler.n_shot + sampler.n_query); "
-                f"try --set sampler.n_way={max(have, 2)}{grp}"
+                f"{_try('sampler.n_way', have, train, 'sampler.n_shot + sampler.n_query', need, grp)}"
             )
     elif batch_kind == "labelled":
         within = s.within_group or s.within_group_share > 0
@@ -51,7 +68,7 @@ def check_sizes(config: Any, batch_kind: str, train: Any, val: Any | None) -> No
             problems.append(
                 f"sampler.n_classes = {s.n_classes} but {'one training group' if within else 'the training split'} "
                 f"has only {have} classes with >= {s.n_per_class} images (sampler.n_per_class); "
-                f"try --set sampler.n_classes={max(have, 2)}{grp}"
+                f"{_try('sampler.n_classes', have, train, 'sampler.n_per_class', s.n_per_class, grp)}"
             )
     elif batch_kind in ("pairs", "triplets") and _fits(train, 2, False) < 2:
         problems.append("pairs and triplets need at least 2 training classes with >= 2 images each")
@@ -63,7 +80,7 @@ def check_sizes(config: Any, batch_kind: str, train: Any, val: Any | None) -> No
             problems.append(
                 f"validation.n_way = {v.n_way} but {'one held-out group' if v.within_group else 'the held-out split'} "
                 f"has only {have} classes with >= {need} images (validation.n_shot + validation.n_query); "
-                f"try --set validation.n_way={max(have, 2)}{vgrp}, or hold out more with --set data.val=N"
+                f"{_try('validation.n_way', have, val, 'validation.n_shot + validation.n_query', need, vgrp)}, or hold out more with --set data.val=N"
             )
     if problems:
         raise ConfigError("; ".join(problems))
