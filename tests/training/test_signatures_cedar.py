@@ -4,6 +4,7 @@ verification validation metric."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,24 @@ def test_without_validation_best_is_the_final_model_calibrated_on_training_pairs
     metrics = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())
     assert metrics["note"] == "no validation set: best/ is the final model" and metrics["step"] == result.steps == 2
     assert result.calibration is not None and result.calibration["pairs"] > 0  # fitted on training writers' pairs
+
+
+def test_verification_validation_embeds_one_view(cedar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The epoch is chosen on one view, as the preset says; the test-time views come back for
+    the head's calibration and the saved model."""
+    import twinshot.evaluation.group_verification as gv
+
+    seen: list[list[str]] = []
+    real = gv.group_verification_eer
+
+    def spy(model, data, mask):  # type: ignore[no-untyped-def]
+        seen.append([list(m.test_views) for m in model.modules() if hasattr(m, "test_views")][0])
+        return real(model, data, mask)
+
+    monkeypatch.setattr(gv, "group_verification_eer", spy)
+    params = {**TINY_CEDAR["model.encoder_params"], "test_views": ["shift:1"]}
+    config = load_config(preset="signatures-cedar", overrides={"data.sources": [str(cedar)], **TINY_CEDAR, "model.encoder_params": params})
+    train(config, tmp_path / "run", progress=False)
+    assert seen and all(v == [] for v in seen)
+    saved = json.loads((tmp_path / "run" / "best" / "model.json").read_text())
+    assert saved["spec"]["encoder_params"]["test_views"] == ["shift:1"]
