@@ -41,13 +41,14 @@ def report(
     pct = lambda x: "n/a" if x is None else f"{100 * x:.2f}%"  # noqa: E731
     typer.echo(f"report: {d['html']}")
     typer.echo(f"pairs: {d['n_genuine']} genuine, {d['n_impostor']} impostor ({d['n_images']} images, {d['n_classes']} classes)")
-    typer.echo(f"AUC {d['auc']:.4f}  EER {pct(d['eer'])} (threshold {d['eer_threshold']:.3f})")
+    typer.echo(f"AUC {d['auc']:.4f}  EER {pct(d['eer'])} (score threshold {d['eer_threshold']:.3f})")
     typer.echo(
-        f"threshold {d['threshold']:.3f} for FAR <= {d['target_far']:g}: FAR {pct(d['far'])} "
+        f"score threshold {d['threshold']:.3f} for FAR <= {d['target_far']:g}: FAR {pct(d['far'])} "
         f"[{pct(d['far_ci95'][0])}, {pct(d['far_ci95'][1])}], FRR {pct(d['frr'])} [{pct(d['frr_ci95'][0])}, {pct(d['frr_ci95'][1])}]"
         + (f" (bootstrap; exact: FAR [{pct(d['far_exact95'][0])}, {pct(d['far_exact95'][1])}], "
            f"FRR [{pct(d['frr_exact95'][0])}, {pct(d['frr_exact95'][1])}])" if d.get("far_exact95") else "")
     )
+    typer.echo("(both thresholds are on the pair score, the head's logit: higher is more alike, and a pair is accepted at or above it)")
     ep = d["episodes"]
     if ep:
         ci = "" if ep["ci95"] is None else f" ± {pct(ep['ci95'])}"

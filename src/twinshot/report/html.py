@@ -80,12 +80,12 @@ def render_page(summary: dict[str, Any], figures: dict[str, bytes], worst_thumbs
     op = s["operating_point"]
     tiles = [
         _tile("ROC AUC", f"{v['auc']:.4f}"),
-        _tile("Equal error rate", _pct(v["eer"]), f"threshold {v['eer_threshold']:.3f}"),
+        _tile("Equal error rate", _pct(v["eer"]), f"at score threshold {v['eer_threshold']:.3f}"),
         _tile(f"FAR at threshold", _pct(op["far"], 3), f"95% CI {_pct(op['far_ci95'][0], 3)} – {_pct(op['far_ci95'][1], 3)} (bootstrap)"
               + (f"; {_pct(op['far_exact95'][0], 3)} – {_pct(op['far_exact95'][1], 3)} (exact)" if "far_exact95" in op else "")),
         _tile(f"FRR at threshold", _pct(op["frr"]), f"95% CI {_pct(op['frr_ci95'][0])} – {_pct(op['frr_ci95'][1])} (bootstrap)"
               + (f"; {_pct(op['frr_exact95'][0])} – {_pct(op['frr_exact95'][1])} (exact)" if "frr_exact95" in op else "")),
-        _tile("Threshold", f"{op['threshold']:.3f}", f"target FAR {op['target_far']:g}"),
+        _tile("Score threshold", f"{op['threshold']:.3f}", f"target FAR {op['target_far']:g}; accepted at or above (head logit)"),
         _tile("Pairs", f"{v['n_genuine']:,} / {v['n_impostor']:,}", "genuine / impostor"),
     ]
     ep = s.get("episodes")
