@@ -159,3 +159,13 @@ def test_torchscript_export_keeps_the_encoders_test_shifts(tmp_path: Path) -> No
         one_view = model.embed(x)
     torch.testing.assert_close(traced(x), expected, atol=1e-5, rtol=0)
     assert not torch.allclose(expected, one_view, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_progress_reports_each_step_in_order(tmp_path: Path) -> None:
+    calls: list[tuple[str, int, int]] = []
+    export_model(tiny_model("cosine"), "torchscript", tmp_path / "e.pt", batch_sizes=(1, 4, 8), progress=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == [
+        "load the model", "export to torchscript", "check parity (batch 1)", "check parity (batch 4)", "check parity (batch 8)", "done",
+    ]
+    assert [c[1] for c in calls] == [0, 1, 2, 3, 4, 5] and {c[2] for c in calls} == {5}

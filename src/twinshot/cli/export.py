@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 
@@ -23,7 +24,22 @@ def export(
     """
     from twinshot.export.exporter import export_model
 
-    result = export_model(model, fmt, out, opset=opset)
+    if as_json or not sys.stderr.isatty():
+        result = export_model(model, fmt, out, opset=opset)
+    else:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=True,
+        ) as bar:
+            task = bar.add_task("export", total=None)
+
+            def report(stage: str, done: int, total: int) -> None:
+                bar.update(task, description=stage, completed=done, total=total)
+
+            result = export_model(model, fmt, out, opset=opset, progress=report)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return

@@ -32,7 +32,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -364,6 +364,7 @@ def export_model(
     batch_sizes: Sequence[int] = (1, 8),
     exporter: str = "auto",
     seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> ExportResult:
     """Export ``model``'s encoder to ``out`` (``"onnx"`` or ``"torchscript"``) with its
     JSON sidecar ``<out>.json``, after checking that the file embeds like the model.
@@ -385,6 +386,8 @@ def export_model(
         batch_sizes: the sample batches of the parity check.
         exporter: ONNX only: ``"auto"`` (dynamo, else legacy), ``"dynamo"`` or ``"legacy"``.
         seed: seeds the random sample images.
+        progress: called as ``progress(stage, done, total)`` before each step: loading the
+            model, exporting, and running the file on each sample batch.
 
     Raises:
         ConfigError: an unknown format or exporter, or ``out`` is a directory.
@@ -406,6 +409,13 @@ def export_model(
     if out.is_dir():
         raise ConfigError(f"{out}: is a directory; give the file to write (e.g. {out / ('encoder.' + ('onnx' if fmt == 'onnx' else 'pt'))})")
     start = time.perf_counter()
+    steps = 2 + (1 if fmt == "onnx" and not dynamic_batch else len(sizes))
+
+    def step(stage: str, done: int) -> None:
+        if progress is not None:
+            progress(stage, done, steps)
+
+    step("load the model", 0)
     net, source = resolve(model)
     if not getattr(net.encoder, "exportable", True):
         enc = net.spec.encoder if net.spec is not None else type(net.encoder).__name__
@@ -428,6 +438,7 @@ def export_model(
         raise TwinshotError(f"{out}: cannot write there ({exc.strerror or exc})") from None
     side_tmp: Path | None = None
     try:
+        step(f"export to {fmt}", 1)
         if fmt == "onnx":
             used = _export_onnx(encoder, example, tmp, opset=opset, dynamic_batch=dynamic_batch, exporter=exporter)
             actual = written_opset(tmp)
@@ -439,7 +450,8 @@ def export_model(
         else:
             used = _export_torchscript(encoder, example, tmp)
         diffs: dict[int, float] = {}
-        for b, x in samples.items():
+        for i, (b, x) in enumerate(samples.items()):
+            step(f"check parity (batch {b})", 2 + i)
             got = run_exported(fmt, tmp, x.numpy())
             if got.shape != expected[b].shape:
                 raise ParityError(
@@ -475,6 +487,7 @@ def export_model(
             os.chmod(written, 0o644)
         os.replace(tmp, out)
         os.replace(side_tmp, side)
+        step("done", steps)
     except BaseException:
         for leftover in (tmp, Path(str(tmp) + ".data"), side_tmp):
             if leftover is not None:
