@@ -14,7 +14,9 @@ from twinshot.errors import TwinshotError
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration
 from twinshot.gallery.embedding import TorchEmbedder, as_embedder, embed_sources
 from twinshot.gallery.audit import Actor, AuditEntry
+from twinshot.gallery.identification import META_KEY as IDENTIFICATION_META
 from twinshot.gallery.names import lookup_name
+from twinshot.gallery.scorenorm import META_COHORT, META_NORM
 from twinshot.gallery.store import GalleryStore, StoredRows
 from twinshot.gallery.validate import read_settings
 
@@ -74,7 +76,7 @@ def reembed_store(
             f"{store.path}: the gallery was created without keeping images, so its references cannot be "
             f"re-embedded; enroll them again into a new gallery (create with --keep-images to allow this)"
         )
-    had_norm = bool(meta.get("score_norm", ""))
+    had_norm = bool(meta.get(META_NORM, ""))
     rows = store.load_rows()
     n = rows.ids.size
     vectors = np.empty((n, model.embedding_dim), np.float32)
@@ -98,9 +100,9 @@ def reembed_store(
             "calibration": json.dumps(Calibration().to_dict()),
             "calibration_report": "",
             # the old model's scores: an FPIR record and a cohort of old embeddings no longer apply
-            "identification_calibration": "",
-            "score_norm": "",
-            "score_norm_cohort": "",
+            IDENTIFICATION_META: "",
+            META_NORM: "",
+            META_COHORT: "",
         },
         audit=AuditEntry("reembed", [], {"model": ref, "embeddings": int(n)}, actor or Actor()),
     )
@@ -153,7 +155,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "threshold": settings.threshold,
             "calibration": settings.calibration.to_dict(),
             "calibration_report": settings.report.to_dict() if settings.report else None,
-            "identification_calibration": json.loads(meta.get("identification_calibration") or "null"),
+            "identification_calibration": json.loads(meta.get(IDENTIFICATION_META) or "null"),
             "n_identities": len(records),
             "n_embeddings": sum(r.references for r in records),
             "identities": [

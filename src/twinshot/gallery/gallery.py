@@ -53,6 +53,7 @@ from twinshot.errors import ConfigError, DamagedError, DataError, TwinshotError
 from twinshot.gallery.audit import Actor, AuditEntry
 from twinshot.gallery.names import check_metadata, lookup_name, normalize_identity
 from twinshot.gallery.calibration import DEFAULT_THRESHOLD, Calibration, CalibrationReport, calibrate_scores
+from twinshot.gallery.identification import META_KEY as IDENTIFICATION_META
 from twinshot.gallery.scorenorm import normalised_pair_score, stored_norm
 from twinshot.gallery.embedding import (
     Embedder,
@@ -956,7 +957,7 @@ class Gallery:
                     "threshold": repr(report.threshold),
                     "calibration": json.dumps(report.calibration.to_dict()),
                     "calibration_report": json.dumps(report.to_dict()),
-                    "identification_calibration": "",  # a pair threshold replaces an FPIR one
+                    IDENTIFICATION_META: "",  # a pair threshold replaces an FPIR one
                 },
                 self._audit("calibrate", details={"target": report.target, "threshold": report.threshold, "source": source}, actor=actor),
             )

@@ -270,11 +270,11 @@ def calibrate_gallery(
     refs = _gallery_references(gallery) if references is None else int(references)
     dataset = load_dataset(Path(folder), gallery.embedder.preprocessing, progress=progress)
     embeddings = embed_uint8(gallery.embedder, dataset.images.numpy(), batch_size=256)
-    from twinshot.gallery.scorenorm import stored_norm
+    from twinshot.gallery.scorenorm import META_NORM, stored_norm
 
     norm = stored_norm(gallery._meta)
     if norm is not None:
-        cohort_source = json.loads(gallery._meta.get("score_norm", "{}")).get("source", "")
+        cohort_source = json.loads(gallery._meta.get(META_NORM, "{}")).get("source", "")
         if cohort_source and Path(cohort_source).resolve() == Path(folder).resolve():
             raise ConfigError(
                 f"the gallery's normalisation cohort is the calibration folder {folder}: its images would be scored "
