@@ -112,3 +112,12 @@ def test_one_class_and_one_image_per_class_name_the_real_fix(tmp_path: Path, cap
     assert code == 2 and err.count("\n") == 1, err
     # not "try --set sampler.n_way=2": no class has the 2 images any batch needs
     assert "try --set" not in err and "no class has more than 1 image(s)" in err and "add images" in err
+
+
+def test_within_group_validation_under_a_class_split_names_the_classes_not_a_group(faces: Path, tmp_path: Path, capsys) -> None:
+    args = [a for a in SMALL if a != "validation.within_group=false"][:-1]  # keep within-group validation
+    code = cli(["train", "--preset", "faces-orl", "--data", str(faces), "--out", str(tmp_path / "run"), "--quiet",
+                "--set", "data.val=5", "--set", "data.split_by=class", "--set", "validation.within_group=true", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and "validation.n_way = 10 but one group of the held-out classes has only 5" in err, err
+    assert "one held-out group" not in err

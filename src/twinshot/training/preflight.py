@@ -77,8 +77,14 @@ def check_sizes(config: Any, batch_kind: str, train: Any, val: Any | None) -> No
         have = _fits(val, need, v.within_group)
         if have < v.n_way:
             vgrp = " or --set validation.within_group=false" if v.within_group else ""
+            if not v.within_group:
+                where = "the held-out split"
+            elif config.data.split_by == "group":
+                where = "one held-out group"
+            else:  # held-out classes, episodes drawn among those of one group (validation.within_group)
+                where = "one group of the held-out classes"
             problems.append(
-                f"validation.n_way = {v.n_way} but {'one held-out group' if v.within_group else 'the held-out split'} "
+                f"validation.n_way = {v.n_way} but {where} "
                 f"has only {have} classes with >= {need} images (validation.n_shot + validation.n_query); "
                 f"{_try('validation.n_way', have, val, 'validation.n_shot + validation.n_query', need, vgrp)}, or hold out more with --set data.val=N"
             )
