@@ -220,6 +220,9 @@ def run_demo(
             f"https://github.com/brendenlake/omniglot/tree/master/python and pass --data PATH"
         ) from None
     config = demo_config(source, steps, time_budget=time_budget, seed=seed)
+    from twinshot.training.run import available_cores, idle_cores
+
+    cores, threads = available_cores(), idle_cores()  # measured before the demo's own work
 
     # 1. data
     say(f"Loading {source.name} ...")
@@ -248,12 +251,15 @@ def run_demo(
         "data.val": val_groups,
         "validation.n_way": n_way,
         "sampler.n_classes": min(config.sampler.n_classes, train_set.n_classes),
+        "run.threads": threads,
     }
 
     # 2. train
     say(
         f"Training a compact Siamese encoder (triplet loss, hardest negatives; {config.total_steps} steps, "
-        f"at most {time_budget / 60:.0f} min) ..."
+        f"at most {time_budget / 60:.0f} min, {threads} thread{'s' if threads > 1 else ''}"
+        + (f": {cores - threads} of {cores} cores are busy with other work" if threads < cores else "")
+        + ") ..."
     )
     run_dir = out / "model"
     result = train(config, run_dir, overrides=overrides, progress=progress,

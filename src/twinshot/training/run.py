@@ -79,6 +79,36 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _cpu_times(stat: str) -> tuple[int, int] | None:
+    """(idle, total) jiffies of the machine from /proc/stat's first line, or None."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 5:
+        return None
+    ticks = [int(x) for x in fields[1:]]
+    return ticks[3] + (ticks[4] if len(ticks) > 4 else 0), sum(ticks)
+
+
+def idle_cores(window: float = 0.3, stat: str = "/proc/stat") -> int:
+    """The cores not busy with other processes now: :func:`available_cores` times the
+    machine's idle share over ``window`` seconds, rounded, at least 1 (all of them where
+    /proc/stat cannot be read). Two torch threads on two cores of which one is busy run
+    several times slower than one thread (docs/training.md, "Speed")."""
+    cores = available_cores()
+    first = _cpu_times(stat)
+    if first is None:
+        return cores
+    time.sleep(window)
+    second = _cpu_times(stat)
+    if second is None or second[1] <= first[1]:
+        return cores
+    idle_share = (second[0] - first[0]) / (second[1] - first[1])
+    return max(1, min(cores, round(idle_share * cores)))
+
+
 def _make_augment(config: TrainConfig, generator: torch.Generator):
     """``x (B, C, H, W) float -> augmented x``: the configured augmentation, drawing its
     randomness from ``generator``."""
